@@ -1,0 +1,42 @@
+"""neurodbg: a debugger and microscope for neural networks."""
+
+from neurodbg.errors import (
+    ConfigError,
+    InterventionError,
+    ModelLoadError,
+    NeurodbgError,
+    NeuronIndexError,
+    PromptError,
+    UnknownSiteError,
+    UnsupportedArchitectureError,
+)
+from neurodbg.model import Model
+from neurodbg.models.loader import load_model
+from neurodbg.trace import (
+    Ablate,
+    Add,
+    AddVector,
+    InterventionSpec,
+    Patch,
+    Scale,
+    SetValue,
+    Trace,
+)
+
+__version__ = "0.1.0"
+
+
+def wrap(module: object, tokenizer: object = None) -> Model:
+    """Wrap any torch nn.Module so its sites can be traced by raw path."""
+    from torch import nn
+
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"wrap() takes an nn.Module, not {type(module).__name__}")
+    return Model(module, tokenizer)
+
+
+__all__ = [
+    "Ablate", "Add", "AddVector", "ConfigError", "InterventionError", "InterventionSpec", "Model",
+    "ModelLoadError", "NeurodbgError", "NeuronIndexError", "Patch", "PromptError", "Scale", "SetValue",
+    "Trace", "UnknownSiteError", "UnsupportedArchitectureError", "load_model", "wrap",
+]

@@ -1,0 +1,34 @@
+"""Entry point: `neurodbg COMMAND`. Errors neurodbg raises on purpose print one
+line on stderr and exit with status 2; nothing prints a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from neurodbg.cli import inspect_cmd, models_cmd, trace_cmd
+from neurodbg.errors import NeurodbgError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="neurodbg: a debugger and microscope for neural networks.")
+app.command("inspect")(inspect_cmd.inspect)
+app.command("trace")(trace_cmd.trace)
+app.add_typer(models_cmd.app, name="models")
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="neurodbg", standalone_mode=True)
+    except NeurodbgError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

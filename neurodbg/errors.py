@@ -1,0 +1,36 @@
+"""Typed exceptions. Every bad input raises a subclass of NeurodbgError whose
+message is one line a user can act on; the CLI prints it without a traceback."""
+
+from __future__ import annotations
+
+
+class NeurodbgError(Exception):
+    """Base of every error neurodbg raises on purpose."""
+
+
+class ModelLoadError(NeurodbgError):
+    """A model source is missing, corrupt, or cannot be provisioned."""
+
+
+class UnsupportedArchitectureError(NeurodbgError):
+    """Canonical site names were asked of an architecture no adapter covers."""
+
+
+class UnknownSiteError(NeurodbgError):
+    """A site name or pattern matches nothing in the model."""
+
+
+class NeuronIndexError(NeurodbgError, IndexError):
+    """A neuron or token index lies outside the tensor it addresses."""
+
+
+class PromptError(NeurodbgError, ValueError):
+    """A prompt is empty or longer than the model accepts."""
+
+
+class InterventionError(NeurodbgError, ValueError):
+    """An intervention is malformed or cannot apply where it was aimed."""
+
+
+class ConfigError(NeurodbgError, ValueError):
+    """A config.json is missing, malformed, or of an unknown model type."""

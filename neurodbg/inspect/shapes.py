@@ -1,0 +1,53 @@
+"""Architecture facts a memory bill needs, read from a transformers config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Shapes:
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    gated_mlp: bool
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+
+def _first(config: Any, *names: str, default: int | None = None) -> int:
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    if default is None:
+        raise AttributeError(f"config lacks all of {names}")
+    return default
+
+
+def shapes_of(config: Any) -> Shapes:
+    config = getattr(config, "text_config", None) or config
+    hidden = _first(config, "hidden_size", "n_embd", "d_model")
+    heads = _first(config, "num_attention_heads", "n_head")
+    head_dim = _first(config, "head_dim", default=hidden // heads)
+    act = str(getattr(config, "hidden_act", getattr(config, "activation_function", "")))
+    gated = getattr(config, "model_type", "") in {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2",
+                                                   "gemma3_text", "smollm3", "olmo2", "mixtral", "qwen2_moe"} \
+        or act in {"silu", "swiglu", "geglu"} and "gpt" not in getattr(config, "model_type", "")
+    return Shapes(
+        layers=_first(config, "num_hidden_layers", "n_layer", "num_layers"),
+        hidden=hidden,
+        intermediate=_first(config, "intermediate_size", "n_inner", "ffn_dim", default=4 * hidden),
+        heads=heads,
+        kv_heads=_first(config, "num_key_value_heads", default=heads),
+        head_dim=head_dim,
+        vocab=_first(config, "vocab_size"),
+        gated_mlp=gated,
+    )

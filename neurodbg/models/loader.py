@@ -1,0 +1,92 @@
+"""Load any model source into a `Model`: an embedded catalogue name, a Hugging
+Face model directory, a GGUF file, a hub id (only when online), or an nn.Module."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from neurodbg.errors import ModelLoadError
+from neurodbg.model import Model
+from neurodbg.models import catalogue, provision
+
+
+def load_model(source: str | os.PathLike[str] | nn.Module = "default", *, tokenizer: Any = None,
+               device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+               attn_implementation: str | None = None, progress: bool = True) -> Model:
+    """Load `source` and return it wrapped as a `Model` in eval mode."""
+    if isinstance(source, nn.Module):
+        return Model(source, tokenizer, name=type(source).__name__)
+    text = os.fspath(source)
+    entry = catalogue.lookup(text)
+    path = Path(text).expanduser()
+    if entry is not None and not path.exists():
+        model_dir = provision.pull(entry, progress=progress)
+        name, label = entry.name, entry.name
+    elif path.suffix.lower() == ".gguf":
+        model_dir = provision.cached_gguf(path, progress=progress)
+        name, label = path.stem, str(path)
+    elif path.is_dir():
+        model_dir, name, label = path, path.name, str(path)
+    elif path.exists():
+        raise ModelLoadError(f"{path} is a file but not a GGUF; give a model directory, a .gguf file or a hub id")
+    elif _looks_like_path(text):
+        raise ModelLoadError(f"no such model file or directory: {text}")
+    else:
+        model_dir, name, label = Path(text), text, text  # a hub id
+    module, tok = _load_hf(model_dir, label, device=device, dtype=dtype, attn_implementation=attn_implementation)
+    return Model(module, tokenizer or tok, name=name, source=label)
+
+
+def _looks_like_path(text: str) -> bool:
+    """Hub ids read `name` or `org/name`; anything else that does not exist is a missing path."""
+    return (text.startswith((".", "/", "~")) or text.count("/") > 1
+            or text.endswith((".json", ".safetensors", ".bin", ".gguf", ".pt")))
+
+
+def _load_hf(model_dir: Path, label: str, *, device: str | torch.device | None, dtype: torch.dtype | None,
+             attn_implementation: str | None) -> tuple[nn.Module, Any]:
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
+
+    local = model_dir.is_dir()
+    if local and not (model_dir / "config.json").is_file():
+        raise ModelLoadError(f"{model_dir} has no config.json; it is not a Hugging Face model directory")
+    try:
+        config = AutoConfig.from_pretrained(str(model_dir))
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot load {label}: {_first_line(exc)}") from None
+    kwargs: dict[str, Any] = {"dtype": dtype or "auto"}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    classes = [getattr(transformers, arch)] if arch and hasattr(transformers, arch) else []
+    classes += [transformers.AutoModelForCausalLM, transformers.AutoModel]
+    module: nn.Module | None = None
+    errors: list[str] = []
+    for cls in classes:
+        try:
+            module = cls.from_pretrained(str(model_dir), **kwargs)
+            break
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            errors.append(_first_line(exc))
+    if module is None:
+        raise ModelLoadError(f"cannot load weights of {label}: {errors[0] if errors else 'unknown error'}")
+    if device is not None:
+        module.to(device)
+    module.eval()
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+    except (OSError, ValueError, KeyError, TypeError):
+        tok = None  # a model without a tokenizer still traces on tensors
+    return module, tok
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

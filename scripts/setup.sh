@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Idempotent set-up: creates .venv at the repo root, installs neurodbg with its
+# test tools, and provisions the embedded default model. Safe to rerun.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+# torch first, pinned: on these machines any other spec pulls a multi-GB CUDA build.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  "${PIP[@]}" install torch==2.13.0
+fi
+"${PIP[@]}" install -e ".[test]"
+.venv/bin/neurodbg models pull default
