@@ -17,13 +17,14 @@ from rich.progress import (
 @contextmanager
 def byte_progress(label: str, total: int, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
     """Yield an `advance(n_bytes)` callback drawing a byte-count bar on stderr."""
-    if not enabled:
-        yield lambda n: None
-        return
     from rich.console import Console
 
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:  # no bars in logs, pipes and CI
+        yield lambda n: None
+        return
     columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)

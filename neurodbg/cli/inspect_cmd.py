@@ -10,6 +10,7 @@ from rich.table import Table
 
 from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, load
 from neurodbg.errors import NeurodbgError
+from neurodbg.inspect.memory import OPTIMIZERS, dtype_bytes
 from neurodbg.inspect.report import BillSettings, Report, is_config_only, report_config, report_model
 from neurodbg.inspect.tree import render_lines
 
@@ -30,6 +31,9 @@ def inspect(
     json_out: JsonOpt = False,
 ) -> None:
     """Show a model's anatomy. A config.json (or a dir with only a config) needs no weights."""
+    dtype_bytes(dtype)  # fail on a bad dtype or optimizer before loading anything
+    if optimizer.lower() not in OPTIMIZERS:
+        raise NeurodbgError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     settings = BillSettings(batch=batch, seq=seq, infer_dtype=dtype, train_dtype=dtype, optimizer=optimizer,
                             checkpointing=checkpointing)
     sample = None
@@ -63,8 +67,8 @@ def _print(r: Report) -> None:
         table.add_column("item")
         table.add_column("size", justify="right")
         table.add_column("how")
-        for line in bill.lines:
-            table.add_row(line.item, _gib(line.bytes), line.note)
+        for row in bill.lines:
+            table.add_row(row.item, _gib(row.bytes), row.note)
         table.add_row("[bold]total[/bold]", f"[bold]{_gib(bill.total)}[/bold]", "")
         console.print(table)
         for a in bill.assumptions:

@@ -29,8 +29,8 @@ def list_models(json_out: JsonOpt = False) -> None:
         return
     table = Table("name", "default", "cached", "source", "description")
     for r in rows:
-        table.add_row(r["name"], "yes" if r["default"] else "", "yes" if r["cached"] else "no", r["source"],
-                      r["description"])
+        table.add_row(str(r["name"]), "yes" if r["default"] else "", "yes" if r["cached"] else "no",
+                      str(r["source"]), str(r["description"]))
     console.print(table)
 
 

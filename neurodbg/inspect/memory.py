@@ -65,7 +65,10 @@ def activation_elements_per_token_layer(s: Shapes) -> int:
     attention = (2 * s.hidden          # pre-norm input and normed input shared by q, k, v
                  + 2 * s.hidden + 2 * s.kv_dim   # q, k, v and attention output kept by the kernel
                  + s.hidden)           # o_proj input
-    mlp = 2 * s.hidden + (4 * s.intermediate if s.gated_mlp else 2 * s.intermediate)
+    # gated: gate and up outputs, the activation's saves, the product (down_proj input);
+    # plain: fc output's activation saves and the projection input
+    mlp_width = (3 + s.activation_saves) if s.gated_mlp else (1 + s.activation_saves)
+    mlp = 2 * s.hidden + mlp_width * s.intermediate
     return attention + mlp
 
 

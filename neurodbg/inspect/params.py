@@ -62,7 +62,8 @@ def load_config(path: str | Path) -> Any:
     try:
         return AutoConfig.for_model(model_type, **raw)
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"cannot build a config of type {model_type!r}: {str(exc).splitlines()[0]}") from None
+        reason = str(exc).splitlines()[0].split(". Should contain")[0][:200]
+        raise ConfigError(f"cannot build a config of type {model_type!r}: {reason}") from None
 
 
 def build_on_meta(config: Any) -> nn.Module:

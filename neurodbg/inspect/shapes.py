@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+UNFUSED_ACTIVATIONS = {"gelu_new", "gelu_fast", "gelu_python", "quick_gelu"}
+
 
 @dataclass(frozen=True)
 class Shapes:
@@ -16,6 +18,14 @@ class Shapes:
     head_dim: int
     vocab: int
     gated_mlp: bool
+    activation: str = ""
+
+    @property
+    def activation_saves(self) -> int:
+        """Intermediate-sized tensors one MLP activation keeps for backward: built-in
+        kernels keep their input; tanh-approximated GELUs written as separate Python
+        ops (gelu_new, gelu_fast, gelu_python) keep about four."""
+        return 4 if self.activation in UNFUSED_ACTIVATIONS else 1
 
     @property
     def kv_dim(self) -> int:
@@ -40,7 +50,7 @@ def shapes_of(config: Any) -> Shapes:
     act = str(getattr(config, "hidden_act", getattr(config, "activation_function", "")))
     gated = getattr(config, "model_type", "") in {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2",
                                                    "gemma3_text", "smollm3", "olmo2", "mixtral", "qwen2_moe"} \
-        or act in {"silu", "swiglu", "geglu"} and "gpt" not in getattr(config, "model_type", "")
+        or (act in {"silu", "swiglu", "geglu"} and "gpt" not in getattr(config, "model_type", ""))
     return Shapes(
         layers=_first(config, "num_hidden_layers", "n_layer", "num_layers"),
         hidden=hidden,
@@ -50,4 +60,5 @@ def shapes_of(config: Any) -> Shapes:
         head_dim=head_dim,
         vocab=_first(config, "vocab_size"),
         gated_mlp=gated,
+        activation=act,
     )

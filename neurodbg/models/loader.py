@@ -15,6 +15,9 @@ from neurodbg.errors import ModelLoadError
 from neurodbg.model import Model
 from neurodbg.models import catalogue, provision
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model",
+                   "vocab.txt")
+
 
 def load_model(source: str | os.PathLike[str] | nn.Module = "default", *, tokenizer: Any = None,
                device: str | torch.device | None = None, dtype: torch.dtype | None = None,
@@ -80,10 +83,14 @@ def _load_hf(model_dir: Path, label: str, *, device: str | torch.device | None, 
     if device is not None:
         module.to(device)
     module.eval()
-    try:
-        tok = AutoTokenizer.from_pretrained(str(model_dir))
-    except (OSError, ValueError, KeyError, TypeError):
-        tok = None  # a model without a tokenizer still traces on tensors
+    tok = None  # a model without a tokenizer still traces on tensors
+    if not local or any((model_dir / f).is_file() for f in TOKENIZER_FILES):
+        try:
+            tok = AutoTokenizer.from_pretrained(str(model_dir))
+        except (OSError, ValueError, KeyError, TypeError):
+            tok = None
+    if tok is not None and len(tok) == 0:
+        tok = None
     return module, tok
 
 

@@ -6,6 +6,7 @@ place only when complete, so a killed pull never leaves a half-written model."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -34,15 +35,34 @@ def cached_dir(entry: CatalogueEntry) -> Path:
     return paths.models_dir() / entry.name
 
 
+@contextmanager
+def _cache_lock(root: Path) -> Iterator[None]:
+    """One provisioning process at a time; under the lock, leftovers of killed
+    runs (hidden staging dirs) are safe to delete."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            for stale in root.glob(".*-*"):
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def pull(entry: CatalogueEntry, *, progress: bool = True, force: bool = False) -> Path:
     """Make sure the embedded model `entry` is converted and cached; return its dir."""
     target = cached_dir(entry)
     if is_ready(target) and not force:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pull-") as work:
-        gguf = _fetch_gguf(entry, Path(work), progress=progress)
-        _convert_into(gguf, target, source={"catalogue": entry.name, "sha256": entry.sha256}, progress=progress)
+    with _cache_lock(target.parent):
+        if is_ready(target) and not force:
+            return target  # another process finished it while we waited
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pull-") as work:
+            gguf = _fetch_gguf(entry, Path(work), progress=progress)
+            _convert_into(gguf, target, source={"catalogue": entry.name, "sha256": entry.sha256},
+                          progress=progress)
     return target
 
 
@@ -53,8 +73,10 @@ def cached_gguf(gguf: Path, *, progress: bool = True) -> Path:
     digest = sha256_of(gguf, progress=progress, label=f"hashing {gguf.name}")
     target = paths.models_dir() / f"gguf-{gguf.stem}-{digest[:16]}"
     if not is_ready(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _convert_into(gguf, target, source={"gguf": str(gguf.resolve()), "sha256": digest}, progress=progress)
+        with _cache_lock(target.parent):
+            if not is_ready(target):
+                _convert_into(gguf, target, source={"gguf": str(gguf.resolve()), "sha256": digest},
+                              progress=progress)
     return target
 
 
@@ -107,12 +129,13 @@ def _staging(target: Path) -> Iterator[Path]:
     staging.chmod(0o755)
     try:
         yield staging
-        try:
+        if target.exists():  # a forced re-pull: move the old copy aside, then drop it
+            old = target.with_name(f".{target.name}-old")
+            target.rename(old)
             staging.rename(target)
-        except OSError:
-            if not is_ready(target):  # lost a race to a complete copy: fine; otherwise retry once
-                shutil.rmtree(target, ignore_errors=True)
-                staging.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -134,7 +157,8 @@ def _convert_into(gguf: Path, target: Path, *, source: dict[str, str], progress:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         except Exception as exc:  # transformers raises many types for a bad file
-            raise ModelLoadError(f"cannot read GGUF {gguf.name}: {str(exc).splitlines()[0]}") from exc
+            reason = str(exc).splitlines()[0].replace(f"./{gguf.name}", str(gguf))
+            raise ModelLoadError(f"cannot read GGUF {gguf}: {reason}") from None
     finally:
         if not progress:
             hf_logging.enable_progress_bar()

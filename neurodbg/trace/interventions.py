@@ -72,7 +72,7 @@ class Patch(_Base):
 
 Intervention = Annotated[SetValue | Scale | Add | Ablate | AddVector | Patch, Field(discriminator="op")]
 
-SPEC_VERSION = 1
+SPEC_VERSION: Literal[1] = 1
 
 
 class InterventionSpec(BaseModel):

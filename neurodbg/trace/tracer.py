@@ -116,7 +116,7 @@ class Trace:
         config = getattr(module, "config", None)
         current = getattr(config, "_attn_implementation", None)
         if current not in (None, "eager") and hasattr(module, "set_attn_implementation"):
-            module.set_attn_implementation("eager")
+            module.set_attn_implementation("eager")  # type: ignore[operator]
             self._restore_attn = current
 
     # -- runs --------------------------------------------------------------------------------
@@ -158,8 +158,8 @@ class Trace:
         if isinstance(inputs, torch.Tensor):
             self.prompt_len = int(inputs.shape[1]) if inputs.dim() >= 2 else 1
             return (inputs,), {}
-        ids = inputs.get("input_ids")
-        self.prompt_len = int(ids.shape[1]) if isinstance(ids, torch.Tensor) else 0
+        given = inputs.get("input_ids")
+        self.prompt_len = int(given.shape[1]) if isinstance(given, torch.Tensor) else 0
         return (), dict(inputs)
 
     def _start_run(self, *, generating: bool) -> None:
@@ -224,7 +224,7 @@ class Trace:
                 return None
             if in_args:
                 return _replace(args, site.index, new), kwargs
-            return args, {**kwargs, param: new}
+            return args, {**kwargs, str(param): new}
         return hook
 
     def _check_positions(self) -> None:
