@@ -34,3 +34,15 @@ class InterventionError(NeurodbgError, ValueError):
 
 class ConfigError(NeurodbgError, ValueError):
     """A config.json is missing, malformed, or of an unknown model type."""
+
+
+class AtlasError(NeurodbgError):
+    """An atlas directory is missing, not an atlas, corrupt, or from another scan."""
+
+
+class AtlasMismatchError(AtlasError):
+    """An atlas was asked to mix models, corpora or settings."""
+
+
+class CorpusError(NeurodbgError):
+    """A corpus is missing, unreadable, empty, malformed, or lacks its text field."""

@@ -3,6 +3,7 @@ trace entry point. It wraps the real module and never re-implements it."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from neurodbg.sites.resolve import SiteResolver
 from neurodbg.sites.site import Site
 from neurodbg.trace.interventions import Intervention
 from neurodbg.trace.reducers import ReduceName
-from neurodbg.trace.tracer import Sources, Trace
+from neurodbg.trace.tracer import Sink, Sources, Trace
 
 
 class Model:
@@ -27,6 +28,7 @@ class Model:
         self.source = source or self.name
         self.adapter: BoundAdapter | None = adapter_for(module)
         self._resolver = SiteResolver(module, self.adapter)
+        self._fingerprint: str | None = None
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, family={self.family!r}, layers={self.n_layers})"
@@ -96,9 +98,22 @@ class Model:
     # -- tracing ------------------------------------------------------------------------------
     def trace(self, capture: str | Iterable[str] = (),
               interventions: Iterable[Intervention | Mapping[str, Any]] = (),
-              reduce: ReduceName = "none", sources: Sources | None = None) -> Trace:
+              reduce: ReduceName = "none", sources: Sources | None = None, sink: Sink | None = None,
+              stop_early: bool = False) -> Trace:
         """A context manager hooking this model; see `Trace`."""
-        return Trace(self, capture=capture, interventions=interventions, reduce=reduce, sources=sources)
+        return Trace(self, capture=capture, interventions=interventions, reduce=reduce, sources=sources,
+                     sink=sink, stop_early=stop_early)
+
+    def fingerprint(self) -> str:
+        """sha256 over the name, and every parameter and buffer's name, dtype, shape and bytes."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(self.name.encode())
+            for key, tensor in self.module.state_dict().items():
+                t = tensor.detach().cpu().contiguous()
+                h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def run(self, inputs: str | torch.Tensor | Mapping[str, Any], capture: str | Iterable[str] = (),
             interventions: Iterable[Intervention | Mapping[str, Any]] = (), reduce: ReduceName = "none",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up: creates .venv at the repo root, installs neurodbg with its
-# test tools, and provisions the embedded default model. Safe to rerun.
+# test tools, and provisions the embedded default model and the default corpus. Safe to rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -14,3 +14,4 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 "${PIP[@]}" install -e ".[test]"
 .venv/bin/neurodbg models pull default
+.venv/bin/neurodbg corpus pull default

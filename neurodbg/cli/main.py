@@ -7,14 +7,17 @@ import sys
 
 import typer
 
-from neurodbg.cli import inspect_cmd, models_cmd, trace_cmd
+from neurodbg.cli import atlas_cmd, corpus_cmd, inspect_cmd, models_cmd, scan_cmd, trace_cmd
 from neurodbg.errors import NeurodbgError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="neurodbg: a debugger and microscope for neural networks.")
 app.command("inspect")(inspect_cmd.inspect)
 app.command("trace")(trace_cmd.trace)
+app.command("scan")(scan_cmd.scan)
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(corpus_cmd.app, name="corpus")
+app.add_typer(atlas_cmd.app, name="atlas")
 
 EXIT_BAD_INPUT = 2
 

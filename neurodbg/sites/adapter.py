@@ -27,6 +27,7 @@ class Adapter:
     final_norm: str | None           # relative to the base model
     logits: tuple[str, ...]          # candidate unembedding paths, relative to the root
     per_layer: LayerMap = field(default_factory=dict)
+    neuron_writer: str = ""          # module reading the neurons (its weight columns are their output directions)
     neuron_note: str = ""
 
     def bind(self, model: nn.Module) -> BoundAdapter:
@@ -86,6 +87,15 @@ class BoundAdapter:
     @property
     def sites(self) -> dict[str, Site]:
         return self._sites
+
+    def layer_path(self, layer: int) -> str:
+        return _join(self.base, self.adapter.layers, str(layer))
+
+    def writer_path(self, layer: int) -> str | None:
+        """Path of the module whose input is layer `layer`'s neurons (down_proj and kin)."""
+        if not self.adapter.neuron_writer:
+            return None
+        return _join(self.layer_path(layer), self.adapter.neuron_writer)
 
 
 _REGISTRY: dict[str, Adapter] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from neurodbg.model import Model
 
 Sources = Mapping[str, Mapping[str, torch.Tensor]]
+Sink = Callable[[str, torch.Tensor], None]
+
+
+class _StopForward(Exception):
+    """Raised after the last requested site so the rest of the model is skipped."""
 
 
 class Trace:
@@ -39,17 +44,23 @@ class Trace:
     reduce:        "none" keeps every token; "max", "min", "mean", "sum", "absmax",
                    "last" fold the token axis on the fly
     sources:       captures of other runs for `patch` interventions, by name
+    sink:          instead of storing captures, hand each chunk to sink(site_name, tensor)
+    stop_early:    skip the rest of the model once the last captured site has run
+                   (`output` is then None); for scans that need no logits
     """
 
     def __init__(self, model: Model, capture: str | Iterable[str] = (),
                  interventions: Iterable[Intervention | Mapping[str, Any]] = (),
-                 reduce: ReduceName = "none", sources: Sources | None = None) -> None:
+                 reduce: ReduceName = "none", sources: Sources | None = None, sink: Sink | None = None,
+                 stop_early: bool = False) -> None:
         self.model = model
         self.capture_sites = model.resolve(capture) if capture else []
         self.interventions: list[Intervention] = parse_interventions(
             [iv.model_dump() if hasattr(iv, "model_dump") else iv for iv in interventions])
         self.reduce = reduce
         self.sources = dict(sources or {})
+        self._sink = sink
+        self._stop_site = self.capture_sites[-1].name if stop_early and self.capture_sites else None
         self._captures = {site.name: Capture(reduce, site.token_axis) for site in self.capture_sites}
         self._edits: dict[str, list[Intervention]] = defaultdict(list)
         self._edit_sites: dict[str, Site] = {}
@@ -125,8 +136,11 @@ class Trace:
         """Run one forward pass. A string is tokenised; a tensor or a mapping goes to the module."""
         self._start_run(generating=False)
         args, kw = self._prepare(inputs, chat=chat)
-        with torch.set_grad_enabled(grad):
-            self.output = self.model.module(*args, **kw, **kwargs)
+        try:
+            with torch.set_grad_enabled(grad):
+                self.output = self.model.module(*args, **kw, **kwargs)
+        except _StopForward:
+            self.output = None
         self._check_positions()
         return self.output
 
@@ -199,7 +213,12 @@ class Trace:
             edited = apply_edit(iv, edited, site_name=site.name, offset=self._step_offset,
                                 prompt_len=prompt_len, source=source)
         if capture is not None:
-            capture.update(edited)
+            if self._sink is not None:
+                self._sink(site.name, edited)
+            else:
+                capture.update(edited)
+        if site.name == self._stop_site:
+            raise _StopForward
         return edited if edits else None
 
     def _output_hook(self, site: Site, capture: Capture | None, edits: list[Intervention]) -> Any:

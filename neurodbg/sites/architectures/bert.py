@@ -20,5 +20,6 @@ BERT = register(Adapter(
         "mlp.out": ("output.dense", "output", 0),
         "resid_out": ("", "output", 0),
     },
+    neuron_writer="output.dense",
     neuron_note="output of intermediate: act(dense(x))",
 ))

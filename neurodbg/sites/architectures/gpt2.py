@@ -18,5 +18,6 @@ GPT2 = register(Adapter(
         "mlp.out": ("mlp", "output", 0),
         "resid_out": ("", "output", 0),
     },
+    neuron_writer="mlp.c_proj",
     neuron_note="input of mlp.c_proj: act(c_fc(x))",
 ))

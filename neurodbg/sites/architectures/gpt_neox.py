@@ -18,5 +18,6 @@ GPT_NEOX = register(Adapter(
         "mlp.out": ("mlp", "output", 0),
         "resid_out": ("", "output", 0),
     },
+    neuron_writer="mlp.dense_4h_to_h",
     neuron_note="input of mlp.dense_4h_to_h: act(dense_h_to_4h(x))",
 ))

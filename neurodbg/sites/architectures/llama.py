@@ -19,5 +19,6 @@ LLAMA = register(Adapter(
         "mlp.out": ("mlp", "output", 0),
         "resid_out": ("", "output", 0),
     },
+    neuron_writer="mlp.down_proj",
     neuron_note="input of mlp.down_proj: act(gate_proj(x)) * up_proj(x)",
 ))

@@ -1,0 +1,49 @@
+"""A fixed, deterministic sample of "random" sequences shared by all neurons:
+the `k` sequences whose hashed index is smallest. Being a pure function of the
+indices, the sample is the same however the stream is batched or sharded."""
+
+from __future__ import annotations
+
+import torch
+
+MASK64 = (1 << 64) - 1
+
+
+def index_hash(index: int, seed: int = 0) -> int:
+    """splitmix64 of the index, folded to a non-negative int63."""
+    z = (index + 0x9E3779B97F4A7C15 * (seed + 1)) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return (z ^ (z >> 31)) >> 1
+
+
+class RandomExemplars:
+    def __init__(self, k: int, width: int, length: int, device: torch.device | str = "cpu") -> None:
+        self.k, self.width, self.length = k, width, length
+        self.hashes = torch.full((k,), 2**63 - 1, dtype=torch.long, device=device)
+        self.ids = torch.full((k,), -1, dtype=torch.long, device=device)
+        self.acts = torch.zeros((k, width, length), dtype=torch.float16, device=device)
+
+    def update(self, seq_ids: torch.Tensor, acts: torch.Tensor) -> None:
+        """seq_ids [B]; acts [B, length, width]."""
+        hashes = torch.tensor([index_hash(int(i)) for i in seq_ids], dtype=torch.long, device=self.hashes.device)
+        self._merge(hashes, seq_ids.to(self.ids.device), acts.permute(0, 2, 1))
+
+    def merge(self, other: RandomExemplars) -> None:
+        self._merge(other.hashes, other.ids, other.acts.float())
+
+    def _merge(self, hashes: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor) -> None:
+        cand = torch.cat([self.hashes, hashes])
+        if bool((hashes >= self.hashes.max()).all()):
+            return
+        order = torch.argsort(cand, stable=True)[: self.k]
+        pool = torch.cat([self.acts.float(), acts.float()])
+        self.acts = pool[order].clamp(-65504.0, 65504.0).half()
+        self.hashes = cand[order]
+        self.ids = torch.cat([self.ids, ids])[order]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"hashes": self.hashes, "ids": self.ids, "acts": self.acts}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.hashes, self.ids, self.acts = state["hashes"], state["ids"], state["acts"]

@@ -1,0 +1,160 @@
+"""`scan`: one pass over a corpus into a durable atlas.
+
+Resumable: checkpoints are written atomically at intervals (and when the pass
+ends); a rerun of the same command picks up after the last checkpoint and,
+since batches are a pure function of the sequence stream, ends with the same
+atlas as an uninterrupted run. A different model, corpus or settings is
+refused before anything is written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from neurodbg.atlas.store import AtlasStore
+from neurodbg.errors import CorpusError
+from neurodbg.model import Model
+from neurodbg.scan import checkpoint
+from neurodbg.scan.finalize import write_atlas
+from neurodbg.scan.progress import ScanProgress
+from neurodbg.scan.scanner import Scanner
+from neurodbg.scan.settings import ScanSettings
+
+
+@dataclass
+class ScanSummary:
+    atlas: str
+    status: str
+    sequences: int
+    tokens: int
+    neurons: int
+    seconds: float
+    tokens_per_s: float
+    resumed_from: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()
+
+
+def corpus_identity(source: Any, tokenizer: Any, settings: ScanSettings) -> str:
+    parts = {"corpus": source.fingerprint(), "tokenizer": tokenizer_digest(tokenizer),
+             "seq_len": settings.seq_len, "bos": settings.bos, "dedup": settings.dedup}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def sequence_stream(source: Any, model: Model, settings: ScanSettings, *, start: int = 0,
+                    shard: tuple[int, int] | None = None) -> Iterator[Any]:
+    from neurodbg.corpus import sequences
+
+    stream = sequences(source, model.tokenizer, seq_len=settings.seq_len, bos=settings.bos, dedup=settings.dedup,
+                       start=start, shard=shard)
+    limit = max_sequences(settings)
+    for seq in stream:
+        if limit is not None and seq.index >= limit:
+            return
+        yield seq
+
+
+def max_sequences(settings: ScanSettings) -> int | None:
+    return None if settings.max_tokens is None else math.ceil(settings.max_tokens / settings.seq_len)
+
+
+def batches(stream: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while batch := list(islice(stream, size)):
+        yield batch
+
+
+def scan(model: Model, source: Any, atlas_dir: str | Path, settings: ScanSettings | None = None, *,
+         progress: bool = True, checkpoint_seconds: float = 120.0, stop_after_batches: int | None = None
+         ) -> ScanSummary:
+    """Scan `source` (a corpus) with `model` into the atlas at `atlas_dir`."""
+    settings = settings or ScanSettings()
+    if model.tokenizer is None:
+        raise CorpusError(f"{model.name} has no tokenizer; a corpus scan needs one")
+    directory = Path(atlas_dir).expanduser()
+    store = AtlasStore.open(directory, create=True)
+    try:
+        identity = {"model_fingerprint": model.fingerprint(),
+                    "corpus_fingerprint": corpus_identity(source, model.tokenizer, settings),
+                    "settings_fingerprint": settings.fingerprint()}
+        scanner = Scanner(model, settings)
+        store.claim(identity, {"model_name": model.name, "corpus_name": source.name, "settings_name": "scan",
+                               "settings": settings.to_dict(), "sites": [s.name for s in scanner.sites],
+                               "hist_edges": settings.hist_edges()})
+        if store.status == "complete":
+            return _summary(store, directory, 0.0, 0)
+        state = checkpoint.load(directory)
+        if state is not None and state.get("identity") != identity:
+            state = None  # a stale checkpoint from an abandoned scan of this (empty) atlas
+        done = False
+        if state is not None:
+            scanner.load_state_dict(state["scanner"])
+            done = bool(state["done"])
+        resumed_from = scanner.sequences
+        started = time.perf_counter()
+        if not done:
+            _run(scanner, source, model, settings, directory, identity, progress, checkpoint_seconds,
+                 stop_after_batches)
+            if stop_after_batches is not None and not _finished(scanner, source, model, settings):
+                return _summary(store, directory, time.perf_counter() - started, resumed_from, status="partial",
+                                scanner=scanner)
+            checkpoint.save(directory, {"identity": identity, "done": True, "scanner": scanner.state_dict()})
+        if scanner.sequences == 0:
+            raise CorpusError(f"corpus {source.name} yielded no sequence of {settings.seq_len} tokens")
+        elapsed = time.perf_counter() - started
+        tokens = scanner.sequences * settings.seq_len
+        summary = {"sequences": scanner.sequences, "tokens": tokens,
+                   "scan_seconds": round(elapsed, 2)}
+        with ScanProgress(progress, "writing atlas", sum(s.width for s in scanner.stats.values())) as bar:
+            write_atlas(store, scanner, model, sequence_stream(source, model, settings), summary, bar.advance)
+        checkpoint.remove(directory)
+        return _summary(store, directory, elapsed, resumed_from)
+    finally:
+        store.close()
+
+
+def _finished(scanner: Scanner, source: Any, model: Model, settings: ScanSettings) -> bool:
+    return next(sequence_stream(source, model, settings, start=scanner.sequences), None) is None
+
+
+def _run(scanner: Scanner, source: Any, model: Model, settings: ScanSettings, directory: Path,
+         identity: dict[str, str], progress: bool, checkpoint_seconds: float, stop_after: int | None) -> None:
+    limit = max_sequences(settings)
+    total_tokens = None if limit is None else limit * settings.seq_len
+    last_save = time.monotonic()
+    stream = sequence_stream(source, model, settings, start=scanner.sequences)
+    with ScanProgress(progress, "scanning", total_tokens, unit="tokens",
+                      done=scanner.sequences * settings.seq_len) as bar:
+        for n_batch, batch in enumerate(batches(stream, settings.batch_size)):
+            scanner.process(batch)
+            bar.advance(len(batch) * settings.seq_len)
+            if time.monotonic() - last_save >= checkpoint_seconds:
+                checkpoint.save(directory, {"identity": identity, "done": False, "scanner": scanner.state_dict()})
+                last_save = time.monotonic()
+            if stop_after is not None and n_batch + 1 >= stop_after:
+                checkpoint.save(directory, {"identity": identity, "done": False, "scanner": scanner.state_dict()})
+                return
+
+
+def _summary(store: AtlasStore, directory: Path, elapsed: float, resumed_from: int, status: str | None = None,
+             scanner: Scanner | None = None) -> ScanSummary:
+    meta = store.meta()
+    sequences = scanner.sequences if scanner else int(meta.get("sequences", 0))
+    tokens = scanner.sequences * scanner.settings.seq_len if scanner else int(meta.get("tokens", 0))
+    neurons = store.conn.execute("SELECT COUNT(*) FROM neurons").fetchone()[0]
+    scanned = tokens - resumed_from * (scanner.settings.seq_len if scanner else 0)
+    return ScanSummary(atlas=str(directory), status=status or str(meta.get("status")), sequences=sequences,
+                       tokens=tokens, neurons=int(neurons), seconds=round(elapsed, 2),
+                       tokens_per_s=round(scanned / elapsed, 1) if elapsed > 0 else 0.0, resumed_from=resumed_from)

@@ -1,0 +1,78 @@
+"""The scanner: runs batches of sequences through the model, stopping after the
+last scanned site, and streams each site's activations into its `SiteStats`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from typing import Any
+
+import torch
+
+from neurodbg.errors import NeurodbgError
+from neurodbg.model import Model
+from neurodbg.scan.settings import ScanSettings
+from neurodbg.scan.site_stats import SiteStats
+from neurodbg.sites.site import Site
+
+
+def scan_sites(model: Model, settings: ScanSettings) -> list[Site]:
+    sites = model.resolve(list(settings.sites))
+    layers: dict[int, str] = {}
+    for site in sites:
+        if site.layer is None:
+            raise NeurodbgError(f"scan sites must be per-layer canonical sites; {site.name} is not")
+        if site.layer in layers:
+            raise NeurodbgError(f"scan one site per layer: {layers[site.layer]} and {site.name} share layer "
+                                f"{site.layer}")
+        if not site.editable:
+            raise NeurodbgError(f"{site.name} cannot be scanned (attention patterns have no neurons)")
+        layers[site.layer] = site.name
+    return sites
+
+
+class Scanner:
+    def __init__(self, model: Model, settings: ScanSettings) -> None:
+        self.model = model
+        self.settings = settings
+        self.sites = scan_sites(model, settings)
+        self.stats: dict[str, SiteStats] = {}
+        self.sequences = 0
+        self._seq_ids: torch.Tensor | None = None
+
+    def _sink(self, name: str, acts: torch.Tensor) -> None:
+        assert self._seq_ids is not None
+        if name not in self.stats:
+            self.stats[name] = SiteStats(acts.shape[-1], self.settings, acts.device)
+        self.stats[name].update(acts, self._seq_ids.to(acts.device))
+
+    @torch.no_grad()
+    def process(self, batch: Seq[Any]) -> None:
+        """One batch of corpus `Sequence`s (objects with `.index` and `.ids`)."""
+        ids = torch.tensor([s.ids for s in batch], dtype=torch.long, device=self.model.device)
+        self._seq_ids = torch.tensor([s.index for s in batch], dtype=torch.long)
+        inputs: dict[str, Any] = {"input_ids": ids}
+        if getattr(self.model.config, "use_cache", None) is not None:
+            inputs["use_cache"] = False  # a scan never continues a sequence
+        with self.model.trace(capture=[s.name for s in self.sites], sink=self._sink, stop_early=True) as tr:
+            tr.forward(inputs)
+        self.sequences += len(batch)
+
+    def merge(self, other: Scanner) -> None:
+        for name, stats in other.stats.items():
+            if name in self.stats:
+                self.stats[name].merge(stats)
+            else:
+                self.stats[name] = stats
+        self.sequences += other.sequences
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sequences": self.sequences, "stats": {n: s.state_dict() for n, s in self.stats.items()},
+                "widths": {n: s.width for n, s in self.stats.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sequences = int(state["sequences"])
+        self.stats = {}
+        for name, width in state["widths"].items():
+            stats = SiteStats(int(width), self.settings, self.model.device)
+            stats.load_state_dict(state["stats"][name])
+            self.stats[name] = stats

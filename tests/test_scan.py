@@ -1,0 +1,162 @@
+"""Scans against brute force: exemplars, quantiles, moments and output tokens of
+a tiny model over a small real corpus, recomputed independently with manual hooks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scan_fixtures import tiny_model, write_corpus
+
+import neurodbg
+from neurodbg.atlas import AtlasStore, records
+from neurodbg.corpus import open_corpus, sequences
+from neurodbg.scan import ScanSettings, scan
+
+SETTINGS = ScanSettings(seq_len=16, batch_size=4, top_k=5, random_k=3, tail_capacity=64, hist_every=1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, default_model: neurodbg.Model):
+    tmp = tmp_path_factory.mktemp("scan")
+    model = tiny_model(default_model.tokenizer)
+    corpus = open_corpus(str(write_corpus(tmp / "corpus.jsonl")))
+    summary = scan(model, corpus, tmp / "atlas", SETTINGS, progress=False)
+    return model, corpus, tmp / "atlas", summary
+
+
+def _brute_force(model: neurodbg.Model, corpus) -> tuple[list[int], dict[int, torch.Tensor]]:
+    """Every sequence's per-token mlp.act, from manual hooks on down_proj."""
+    seqs = list(sequences(corpus, model.tokenizer, seq_len=SETTINGS.seq_len))
+    acts: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+    layers = model.module.model.layers
+    handles = [layers[i].mlp.down_proj.register_forward_pre_hook(
+        lambda m, a, i=i: acts[i].append(a[0].detach().clone())) for i in range(2)]
+    try:
+        with torch.no_grad():
+            for s in seqs:
+                model.module(torch.tensor([s.ids]))
+    finally:
+        for h in handles:
+            h.remove()
+    return [s.index for s in seqs], {i: torch.cat(v) for i, v in acts.items()}   # [S, L, d]
+
+
+def test_summary(setup) -> None:
+    _, _, _, summary = setup
+    assert summary.status == "complete"
+    assert summary.neurons == 2 * 48
+    assert summary.tokens == summary.sequences * 16 and summary.sequences > 20
+
+
+def test_exemplars_quantiles_and_moments_match_brute_force(setup) -> None:
+    model, corpus, atlas, _ = setup
+    index, acts = _brute_force(model, corpus)
+    store = AtlasStore.open(atlas)
+    for layer in (0, 1):
+        a = acts[layer]                               # [S, L, d]
+        counted = a[:, 1:]                            # position 0 (attention sink) is skipped
+        seq_max, seq_min = counted.amax(1), counted.amin(1)
+        flat = counted.reshape(-1, a.shape[-1]).double().numpy()
+        for n in range(0, 48, 7):
+            rec = records.neuron(store, layer, n)
+            top = sorted(range(len(index)), key=lambda s: (-float(seq_max[s, n]), index[s]))[:5]
+            bottom = sorted(range(len(index)), key=lambda s: (float(seq_min[s, n]), index[s]))[:5]
+            assert [e.seq_index for e in rec.exemplars["+"]] == [index[s] for s in top]
+            assert [e.seq_index for e in rec.exemplars["-"]] == [index[s] for s in bottom]
+            for ex, s in zip(rec.exemplars["+"], top, strict=True):
+                assert ex.value == pytest.approx(float(seq_max[s, n]), rel=1e-6)
+                assert np.array_equal(np.array(ex.acts, dtype=np.float16), a[s, :, n].half().numpy())
+            assert len(rec.exemplars["r"]) == 3
+            for q in SETTINGS.quantiles:
+                hi, lo = rec.quantiles[f"+{q:g}"], rec.quantiles[f"-{q:g}"]
+                assert hi == pytest.approx(np.quantile(flat[:, n], 1 - q), rel=1e-5, abs=1e-6)
+                assert lo == pytest.approx(np.quantile(flat[:, n], q), rel=1e-5, abs=1e-6)
+            assert rec.mean == pytest.approx(flat[:, n].mean(), rel=1e-6, abs=1e-9)
+            assert rec.std == pytest.approx(flat[:, n].std(), rel=1e-5, abs=1e-9)
+            assert rec.frac_active == (flat[:, n] > 0).mean()
+            assert sum(rec.hist) == flat.shape[0]
+            assert rec.n_tokens == flat.shape[0]
+
+
+def test_output_tokens_match_direct_matrix_computation(setup) -> None:
+    model, _, atlas, _ = setup
+    store = AtlasStore.open(atlas)
+    inner = model.module.model
+    gamma = inner.norm.weight.detach()
+    unembed = model.module.lm_head.weight.detach()             # [V, hidden]
+    for layer in (0, 1):
+        w = inner.layers[layer].mlp.down_proj.weight.detach()  # [hidden, d]
+        logits = unembed @ (gamma[:, None] * w)                # [V, d]
+        for n in (0, 13, 47):
+            rec = records.neuron(store, layer, n)
+            assert [t for t, _ in rec.promoted] == logits[:, n].topk(10).indices.tolist()
+            assert [t for t, _ in rec.suppressed] == logits[:, n].topk(10, largest=False).indices.tolist()
+
+
+def test_sharded_scans_merge_to_the_same_atlas(setup, tmp_path) -> None:
+    from neurodbg.scan.runner import sequence_stream
+    from neurodbg.scan.scanner import Scanner
+
+    model, corpus, _, _ = setup
+    whole, parts = Scanner(model, SETTINGS), [Scanner(model, SETTINGS) for _ in range(3)]
+    for batch in _batches(sequence_stream(corpus, model, SETTINGS)):
+        whole.process(batch)
+    for i, part in enumerate(parts):
+        for batch in _batches(sequence_stream(corpus, model, SETTINGS, shard=(i, 3))):
+            part.process(batch)
+    merged = parts[0]
+    for part in parts[1:]:
+        merged.merge(part)
+    assert merged.sequences == whole.sequences
+    for name, stats in whole.stats.items():
+        other = merged.stats[name]
+        for a, b in ((stats.top, other.top), (stats.bottom, other.bottom)):
+            assert torch.equal(a.ids, b.ids) and torch.equal(a.keys, b.keys) and torch.equal(a.acts, b.acts)
+        assert torch.equal(stats.random.ids, other.random.ids)
+        assert torch.equal(stats.upper.keys, other.upper.keys) and torch.equal(stats.lower.keys, other.lower.keys)
+        assert torch.equal(stats.active, other.active) and torch.equal(stats.hist, other.hist)
+        assert stats.n_tokens == other.n_tokens
+        assert torch.allclose(stats.total, other.total, rtol=1e-12)
+
+
+def _batches(stream, size: int = 4):
+    batch = []
+    for seq in stream:
+        batch.append(seq)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def test_rerun_of_a_complete_atlas_is_a_no_op(setup) -> None:
+    model, corpus, atlas, _ = setup
+    before = (atlas / "atlas.db").stat().st_mtime_ns
+    again = scan(model, corpus, atlas, SETTINGS, progress=False)
+    assert again.status == "complete" and again.neurons == 96
+    assert (atlas / "atlas.db").stat().st_mtime_ns == before or again.seconds == 0.0
+
+
+def test_mismatched_rerun_is_refused(setup, tmp_path) -> None:
+    model, corpus, atlas, _ = setup
+    meta = AtlasStore.open(atlas).meta()
+    with pytest.raises(neurodbg.errors.AtlasMismatchError, match="settings"):
+        scan(model, corpus, atlas, ScanSettings(seq_len=16, batch_size=4, top_k=7), progress=False)
+    other = write_corpus(tmp_path / "other.jsonl", n_docs=20)
+    with pytest.raises(neurodbg.errors.AtlasMismatchError, match="corpus"):
+        scan(model, open_corpus(str(other)), atlas, SETTINGS, progress=False)
+    assert AtlasStore.open(atlas).meta() == meta
+
+
+def test_bad_atlases(tmp_path) -> None:
+    with pytest.raises(neurodbg.errors.AtlasError, match="does not exist"):
+        AtlasStore.open(tmp_path / "nowhere")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(neurodbg.errors.AtlasError, match="not an atlas"):
+        AtlasStore.open(tmp_path / "plain")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "atlas.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(neurodbg.errors.AtlasError, match=r"corrupt|not an atlas"):
+        AtlasStore.open(tmp_path / "junk")
