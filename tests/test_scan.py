@@ -114,10 +114,11 @@ def test_sharded_scans_merge_to_the_same_atlas(setup, tmp_path) -> None:
         for a, b in ((stats.top, other.top), (stats.bottom, other.bottom)):
             assert torch.equal(a.ids, b.ids) and torch.equal(a.keys, b.keys) and torch.equal(a.acts, b.acts)
         assert torch.equal(stats.random.ids, other.random.ids)
-        assert torch.equal(stats.upper.keys, other.upper.keys) and torch.equal(stats.lower.keys, other.lower.keys)
+        assert torch.equal(stats.upper.sorted_keys(), other.upper.sorted_keys())
+        assert torch.equal(stats.lower.sorted_keys(), other.lower.sorted_keys())
         assert torch.equal(stats.active, other.active) and torch.equal(stats.hist, other.hist)
         assert stats.n_tokens == other.n_tokens
-        assert torch.allclose(stats.total, other.total, rtol=1e-12)
+        assert torch.allclose(stats.total, other.total, rtol=1e-6, atol=1e-6)  # float sums: order-dependent bits
 
 
 def _batches(stream, size: int = 4):

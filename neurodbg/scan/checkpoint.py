@@ -19,8 +19,12 @@ def path_in(directory: Path) -> Path:
 
 
 def save(directory: Path, state: dict[str, Any]) -> None:
-    final = path_in(directory)
-    tmp = final.with_name(f".{NAME}.tmp")
+    save_file(path_in(directory), state)
+
+
+def save_file(final: Path, state: dict[str, Any]) -> None:
+    directory = final.parent
+    tmp = final.with_name(f".{final.name}.tmp")
     try:
         with open(tmp, "wb") as handle:
             torch.save(state, handle)
@@ -40,7 +44,10 @@ def save(directory: Path, state: dict[str, Any]) -> None:
 
 
 def load(directory: Path) -> dict[str, Any] | None:
-    final = path_in(directory)
+    return load_file(path_in(directory))
+
+
+def load_file(final: Path) -> dict[str, Any] | None:
     if not final.is_file():
         return None
     try:

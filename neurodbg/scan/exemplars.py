@@ -28,34 +28,33 @@ class ExemplarSet:
     def values(self) -> torch.Tensor:
         return self.keys * self.sign
 
-    def update(self, scores: torch.Tensor, seq_ids: torch.Tensor, acts: torch.Tensor | None) -> None:
+    def update(self, scores: torch.Tensor, seq_ids: torch.Tensor, acts: torch.Tensor) -> None:
         """scores [B, width] per-sequence extremes (not signed); seq_ids [B]; acts
-        [B, length, width] per-token activations of the same sequences (None when merging)."""
-        self._merge(scores * self.sign, seq_ids.view(-1, 1).expand_as(scores),
-                    None if acts is None else acts.permute(0, 2, 1))
+        [B, length, width] per-token activations of the same sequences."""
+        keys = scores * self.sign
+        # only columns where some new sequence can enter need work (ties may enter: >=)
+        cols = (keys >= self.keys[-1]).any(0).nonzero().flatten()
+        if cols.numel() == 0:
+            return
+        self._merge(cols, keys[:, cols], seq_ids.view(-1, 1).expand(-1, cols.numel()),
+                    acts.index_select(2, cols).permute(0, 2, 1))
 
     def merge(self, other: ExemplarSet) -> None:
-        self._merge(other.keys, other.ids, other.acts.float())
+        cols = torch.arange(self.width, device=self.keys.device)
+        self._merge(cols, other.keys, other.ids, other.acts)
 
-    def _merge(self, keys: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor | None) -> None:
-        cand_keys = torch.cat([self.keys, keys])
-        cand_ids = torch.cat([self.ids, ids])
+    def _merge(self, cols: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor) -> None:
+        """Merge candidates for columns `cols`: keys/ids [n, c], acts [n, c, length]."""
+        cand_keys = torch.cat([self.keys[:, cols], keys])
+        cand_ids = torch.cat([self.ids[:, cols], ids])
         # lexicographic sort: by id ascending, then (stably) by key descending
         by_id = torch.argsort(cand_ids, dim=0, stable=True)
         by_key = torch.argsort(torch.gather(cand_keys, 0, by_id), dim=0, descending=True, stable=True)
-        order = torch.gather(by_id, 0, by_key)[: self.k]
-        moved = (order != torch.arange(self.k, device=order.device).view(-1, 1)).any(0)
-        if not bool(moved.any()):
-            return
-        cols = moved.nonzero().flatten()
-        self.keys = torch.gather(cand_keys, 0, order)
-        self.ids = torch.gather(cand_ids, 0, order)
-        if acts is None:
-            return
-        sub = order[:, cols]                                            # [k, c]
-        pool = torch.cat([self.acts[:, cols].float(), acts[:, cols].float()])   # [k+B, c, L]
-        picked = torch.gather(pool, 0, sub.unsqueeze(-1).expand(-1, -1, self.length))
-        self.acts[:, cols] = picked.clamp(-FP16_MAX, FP16_MAX).half()
+        order = torch.gather(by_id, 0, by_key)[: self.k]                # [k, c]
+        self.keys[:, cols] = torch.gather(cand_keys, 0, order)
+        self.ids[:, cols] = torch.gather(cand_ids, 0, order)
+        pool = torch.cat([self.acts[:, cols], acts.clamp(-FP16_MAX, FP16_MAX).half()])   # [k+n, c, L]
+        self.acts[:, cols] = torch.gather(pool, 0, order.unsqueeze(-1).expand(-1, -1, self.length))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"keys": self.keys, "ids": self.ids, "acts": self.acts}

@@ -17,6 +17,10 @@ def index_hash(index: int, seed: int = 0) -> int:
     return (z ^ (z >> 31)) >> 1
 
 
+def hash_ids(seq_ids: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([index_hash(int(i)) for i in seq_ids], dtype=torch.long)
+
+
 class RandomExemplars:
     def __init__(self, k: int, width: int, length: int, device: torch.device | str = "cpu") -> None:
         self.k, self.width, self.length = k, width, length
@@ -24,9 +28,13 @@ class RandomExemplars:
         self.ids = torch.full((k,), -1, dtype=torch.long, device=device)
         self.acts = torch.zeros((k, width, length), dtype=torch.float16, device=device)
 
-    def update(self, seq_ids: torch.Tensor, acts: torch.Tensor) -> None:
-        """seq_ids [B]; acts [B, length, width]."""
-        hashes = torch.tensor([index_hash(int(i)) for i in seq_ids], dtype=torch.long, device=self.hashes.device)
+    def update(self, seq_ids: torch.Tensor, acts: torch.Tensor, hashes: torch.Tensor | None = None) -> None:
+        """seq_ids [B]; acts [B, length, width]; hashes of seq_ids when already known."""
+        if hashes is None:
+            hashes = hash_ids(seq_ids)
+        hashes = hashes.to(self.hashes.device)
+        if bool((hashes >= self.hashes.max()).all()):
+            return
         self._merge(hashes, seq_ids.to(self.ids.device), acts.permute(0, 2, 1))
 
     def merge(self, other: RandomExemplars) -> None:
@@ -34,8 +42,6 @@ class RandomExemplars:
 
     def _merge(self, hashes: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor) -> None:
         cand = torch.cat([self.hashes, hashes])
-        if bool((hashes >= self.hashes.max()).all()):
-            return
         order = torch.argsort(cand, stable=True)[: self.k]
         pool = torch.cat([self.acts.float(), acts.float()])
         self.acts = pool[order].clamp(-65504.0, 65504.0).half()

@@ -76,23 +76,35 @@ def batches(stream: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def scan(model: Model, source: Any, atlas_dir: str | Path, settings: ScanSettings | None = None, *,
-         progress: bool = True, checkpoint_seconds: float = 120.0, stop_after_batches: int | None = None
-         ) -> ScanSummary:
-    """Scan `source` (a corpus) with `model` into the atlas at `atlas_dir`."""
-    settings = settings or ScanSettings()
+def claim_atlas(model: Model, source: Any, directory: Path, settings: ScanSettings
+                ) -> tuple[AtlasStore, dict[str, str], Scanner]:
+    """Open (or create) the atlas and bind it to this model, corpus and settings;
+    refuse a mismatch. Returns the open store, the identity and an empty scanner."""
     if model.tokenizer is None:
         raise CorpusError(f"{model.name} has no tokenizer; a corpus scan needs one")
-    directory = Path(atlas_dir).expanduser()
+    scanner = Scanner(model, settings)
     store = AtlasStore.open(directory, create=True)
     try:
         identity = {"model_fingerprint": model.fingerprint(),
                     "corpus_fingerprint": corpus_identity(source, model.tokenizer, settings),
                     "settings_fingerprint": settings.fingerprint()}
-        scanner = Scanner(model, settings)
         store.claim(identity, {"model_name": model.name, "corpus_name": source.name, "settings_name": "scan",
                                "settings": settings.to_dict(), "sites": [s.name for s in scanner.sites],
                                "hist_edges": settings.hist_edges()})
+    except BaseException:
+        store.close()
+        raise
+    return store, identity, scanner
+
+
+def scan(model: Model, source: Any, atlas_dir: str | Path, settings: ScanSettings | None = None, *,
+         progress: bool = True, checkpoint_seconds: float = 120.0, stop_after_batches: int | None = None
+         ) -> ScanSummary:
+    """Scan `source` (a corpus) with `model` into the atlas at `atlas_dir`."""
+    settings = settings or ScanSettings()
+    directory = Path(atlas_dir).expanduser()
+    store, identity, scanner = claim_atlas(model, source, directory, settings)
+    try:
         if store.status == "complete":
             return _summary(store, directory, 0.0, 0)
         state = checkpoint.load(directory)

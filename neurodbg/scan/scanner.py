@@ -10,6 +10,7 @@ import torch
 
 from neurodbg.errors import NeurodbgError
 from neurodbg.model import Model
+from neurodbg.scan.random_exemplars import hash_ids
 from neurodbg.scan.settings import ScanSettings
 from neurodbg.scan.site_stats import SiteStats
 from neurodbg.sites.site import Site
@@ -38,18 +39,20 @@ class Scanner:
         self.stats: dict[str, SiteStats] = {}
         self.sequences = 0
         self._seq_ids: torch.Tensor | None = None
+        self._hashes: torch.Tensor | None = None
 
     def _sink(self, name: str, acts: torch.Tensor) -> None:
         assert self._seq_ids is not None
         if name not in self.stats:
             self.stats[name] = SiteStats(acts.shape[-1], self.settings, acts.device)
-        self.stats[name].update(acts, self._seq_ids.to(acts.device))
+        self.stats[name].update(acts, self._seq_ids.to(acts.device), self._hashes)
 
     @torch.no_grad()
     def process(self, batch: Seq[Any]) -> None:
         """One batch of corpus `Sequence`s (objects with `.index` and `.ids`)."""
         ids = torch.tensor([s.ids for s in batch], dtype=torch.long, device=self.model.device)
         self._seq_ids = torch.tensor([s.index for s in batch], dtype=torch.long)
+        self._hashes = hash_ids(self._seq_ids)
         inputs: dict[str, Any] = {"input_ids": ids}
         if getattr(self.model.config, "use_cache", None) is not None:
             inputs["use_cache"] = False  # a scan never continues a sequence

@@ -26,7 +26,7 @@ class ScanSettings:
     hist_bins: int = 128       # asinh-spaced bins, shared edges
     hist_scale: float = 0.01   # asinh(x / scale): linear near 0, logarithmic beyond
     hist_limit: float = 1e5
-    hist_every: int = 8        # histogram from every n-th sequence (a deterministic subsample)
+    hist_every: int = 16       # histogram from every n-th sequence (a deterministic subsample)
     logit_k: int = 10          # promoted and suppressed tokens per neuron
     bos: bool | None = None
     dedup: bool = True

@@ -1,10 +1,14 @@
 """Exact tail quantiles from a bounded buffer: per neuron, the `capacity`
-largest token-level values seen (and, in a second buffer, the smallest).
+largest token-level values seen (a second instance keeps the smallest).
 
-Only sequences whose extreme beats a neuron's current threshold are looked at,
-so after a warm-up a batch costs almost nothing here. A quantile whose rank
-lies inside the buffer is exact (linear interpolation between order
-statistics, as numpy's default); deeper ones are reported as unavailable."""
+The buffer has room for 2 x capacity values. Tokens are appended only when
+they beat the neuron's threshold (its capacity-th largest value at the last
+compaction); a column is compacted back to its best `capacity` values only when
+it would overflow, so the cost per batch is a comparison plus the few values
+that pass. The kept set is exact: anything dropped by a compaction can never
+reach the top `capacity`. A quantile whose rank lies inside the buffer is exact
+(linear interpolation between order statistics, numpy's default); a deeper one
+is reported as unavailable (NaN)."""
 
 from __future__ import annotations
 
@@ -16,24 +20,59 @@ import torch
 class TailBuffer:
     def __init__(self, capacity: int, width: int, sign: int, device: torch.device | str = "cpu") -> None:
         self.capacity, self.width, self.sign = capacity, width, sign
-        self.keys = torch.full((capacity, width), float("-inf"), device=device)   # sign * value, descending
+        self.keys = torch.full((2 * capacity, width), float("-inf"), device=device)   # sign * value, unordered
+        self.fill = torch.zeros(width, dtype=torch.long, device=device)
+        self.threshold = torch.full((width,), float("-inf"), device=device)
 
     def update(self, tokens: torch.Tensor, seq_extremes: torch.Tensor) -> None:
         """tokens [B, T, width] token activations; seq_extremes [B, width] their per-sequence
-        max (sign=+1) or min (sign=-1)."""
-        threshold = self.keys[-1]
-        hot = (seq_extremes * self.sign) > threshold                   # [B, width]
-        cols = hot.any(0).nonzero().flatten()
-        if cols.numel() == 0:
+        max (sign=+1) or min (sign=-1). Only sequences whose extreme passes a neuron's
+        threshold are looked at token by token."""
+        hot = (seq_extremes * self.sign > self.threshold).nonzero()   # [P, 2] (sequence, column)
+        if hot.numel() == 0:
             return
-        cand = tokens[:, :, cols] * self.sign                             # [B, T, c]
-        cand = cand.masked_fill(~hot[:, cols].unsqueeze(1), float("-inf"))
-        pool = torch.cat([self.keys[:, cols], cand.reshape(-1, cols.numel())])
-        self.keys[:, cols] = pool.topk(self.capacity, dim=0).values
+        seqs, cols = hot[:, 0], hot[:, 1]
+        values = tokens[seqs, :, cols] * self.sign                     # [P, T]
+        passing = values > self.threshold[cols].unsqueeze(1)
+        keys = values[passing]
+        key_cols = cols.unsqueeze(1).expand_as(values)[passing]
+        for start in range(0, keys.numel(), self.capacity):
+            self._append(keys[start:start + self.capacity], key_cols[start:start + self.capacity])
+
+    def _append(self, keys: torch.Tensor, cols: torch.Tensor) -> None:
+        """Append (key, column) pairs; at most `capacity` of them per call."""
+        counts = torch.bincount(cols, minlength=self.width)
+        overflow = (self.fill + counts > 2 * self.capacity).nonzero().flatten()
+        if overflow.numel():
+            self._compact(overflow)
+            keep = keys > self.threshold[cols]     # the threshold rose: drop what no longer passes
+            keys, cols = keys[keep], cols[keep]
+            counts = torch.bincount(cols, minlength=self.width)
+        order = torch.argsort(cols, stable=True)
+        keys, cols = keys[order], cols[order]
+        starts = torch.cumsum(counts, 0) - counts                      # first entry of each column
+        slot = self.fill[cols] + torch.arange(cols.numel(), device=cols.device) - starts[cols]
+        self.keys[slot, cols] = keys
+        self.fill += counts
+
+    def _compact(self, cols: torch.Tensor | None = None) -> None:
+        cols = torch.arange(self.width, device=self.keys.device) if cols is None else cols
+        best = self.keys[:, cols].topk(self.capacity, dim=0).values   # sorted, descending
+        self.keys[:, cols] = float("-inf")
+        self.keys[: self.capacity, cols] = best
+        self.fill[cols] = self.capacity
+        self.threshold[cols] = best[-1]
+
+    def sorted_keys(self) -> torch.Tensor:
+        """[capacity, width]: the best keys, descending."""
+        return self.keys.topk(self.capacity, dim=0).values
 
     def merge(self, other: TailBuffer) -> None:
-        pool = torch.cat([self.keys, other.keys])
-        self.keys = pool.topk(self.capacity, dim=0).values
+        pool = torch.cat([self.sorted_keys(), other.sorted_keys()])
+        best = pool.topk(self.capacity, dim=0).values
+        self.keys = torch.cat([best, torch.full_like(best, float("-inf"))])
+        self.fill = torch.full_like(self.fill, self.capacity)
+        self.threshold = best[-1].clone()
 
     def quantile(self, q: float, n_tokens: int) -> torch.Tensor:
         """Per neuron, the value with a fraction `q` of all tokens beyond it (on
@@ -42,11 +81,15 @@ class TailBuffer:
         lo, hi = math.floor(h), math.ceil(h)
         if n_tokens == 0 or hi >= self.capacity:
             return torch.full((self.width,), float("nan"), device=self.keys.device)
-        a, b = self.keys[lo], self.keys[hi]
+        ordered = self.sorted_keys()
+        a, b = ordered[lo], ordered[hi]
         return ((a + (b - a) * (h - lo)) * self.sign).float()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"keys": self.keys}
+        return {"keys": self.sorted_keys()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.keys = state["keys"]
+        best = state["keys"]
+        self.keys = torch.cat([best, torch.full_like(best, float("-inf"))])
+        self.fill = torch.full((self.width,), self.capacity, dtype=torch.long, device=best.device)
+        self.threshold = best[-1].clone()

@@ -1,0 +1,91 @@
+"""Benchmark: scan throughput vs the plain forward pass truncated at the last
+scanned layer, same batches, same process, default model, all 30 x 1536 neurons.
+
+Rounds alternate plain/scan on the same batch after a warm-up (the scan's
+statistics are first fed `--warm` batches, as a long scan would be); the figure
+is the median of per-round throughput ratios (scan / plain). Target (issue 3):
+>= 0.9. Also prints the atlas size per neuron from a finished small scan.
+
+    .venv/bin/python bench/scan_throughput.py [--rounds 8] [--warm 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import neurodbg
+from neurodbg.corpus import open_corpus
+from neurodbg.scan import ScanSettings, scan
+from neurodbg.scan.runner import batches, sequence_stream
+from neurodbg.scan.scanner import Scanner
+
+
+class _Stop(Exception):
+    pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--warm", type=int, default=20, help="batches fed to the statistics before timing")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size-tokens", type=int, default=4096, help="tokens for the bytes-per-neuron scan")
+    args = parser.parse_args()
+
+    model = neurodbg.load_model("default", progress=False)
+    settings = ScanSettings(batch_size=args.batch)
+    corpus = open_corpus("default")
+    stream = batches(sequence_stream(corpus, model, settings), args.batch)
+    scanner = Scanner(model, settings)
+    last = model.module.model.layers[-1].mlp.down_proj
+
+    def stop(*_: object) -> None:
+        raise _Stop
+
+    def plain(batch: list) -> None:
+        ids = torch.tensor([s.ids for s in batch])
+        handle = last.register_forward_pre_hook(stop)
+        try:
+            with torch.no_grad():
+                model.module(input_ids=ids, use_cache=False)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+
+    for _ in range(args.warm):
+        scanner.process(next(stream))
+    ratios, plain_times = [], []
+    for _ in range(args.rounds):
+        batch = next(stream)
+        t0 = time.perf_counter()
+        plain(batch)
+        t1 = time.perf_counter()
+        scanner.process(batch)
+        t2 = time.perf_counter()
+        plain_times.append(t1 - t0)
+        ratios.append((t1 - t0) / (t2 - t1))
+    tokens = args.batch * settings.seq_len
+    print(f"{model.name}: batch {args.batch} x {settings.seq_len}, {args.rounds} rounds after {args.warm} warm "
+          f"batches, {torch.get_num_threads()} threads; plain truncated forward "
+          f"{tokens / statistics.median(plain_times):.0f} tokens/s")
+    ratio = statistics.median(ratios)
+    print(f"  scan throughput / plain throughput  {ratio:.3f}  ({'meets' if ratio >= 0.9 else 'MISSES'} >= 0.9)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        small = ScanSettings(batch_size=args.batch, max_tokens=args.size_tokens)
+        summary = scan(model, corpus, Path(tmp) / "atlas", small, progress=False)
+        size = sum(p.stat().st_size for p in (Path(tmp) / "atlas").iterdir() if p.name.startswith("atlas.db"))
+        print(f"  atlas size: {size / summary.neurons:,.0f} bytes per neuron "
+              f"({summary.neurons:,} neurons, {summary.tokens:,} tokens, top_k={small.top_k}, "
+              f"random_k={small.random_k}, seq_len={small.seq_len}; target <= 50,000)")
+
+
+if __name__ == "__main__":
+    main()
