@@ -26,6 +26,8 @@ def scan(
     checkpoint_every: Annotated[float, typer.Option(min=0, help="Seconds between checkpoints.")] = 120.0,
     backend: Annotated[str, typer.Option(help="local or ray.")] = "local",
     workers: Annotated[int, typer.Option(min=1, help="Ray workers (with --backend ray).")] = 2,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (statistics live there too).")] = "auto",
+    gpus_per_worker: Annotated[float, typer.Option(min=0, help="GPUs per Ray worker (0: CPU workers).")] = 0.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Record, for every neuron, its top and bottom exemplars, tail quantiles, moments,
@@ -37,6 +39,9 @@ def scan(
                             top_k=top_k, random_k=random_k, max_tokens=tokens)
     source = open_corpus(corpus, text_field=text_field)
     m = load(model, quiet=json_out)
+    target = _device(device)
+    if target != "cpu":
+        m.module.to(target)
     if backend == "local":
         from neurodbg.scan.runner import scan as run_scan
 
@@ -45,7 +50,7 @@ def scan(
         from neurodbg.scan.ray_backend import scan_on_ray
 
         summary = scan_on_ray(model, m, source, atlas, settings, workers=workers, progress=not json_out,
-                              corpus_spec=corpus, text_field=text_field)
+                              corpus_spec=corpus, text_field=text_field, gpus_per_worker=gpus_per_worker)
     else:
         raise NeurodbgError(f"unknown backend {backend!r}; choose local or ray")
     if json_out:
@@ -56,3 +61,15 @@ def scan(
                   f"{summary.tokens_per_s:,.0f} tokens/s over {summary.seconds:,.1f} s"
                   + (f"; resumed after {summary.resumed_from:,} sequences" if summary.resumed_from else ""),
                   markup=False)
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise NeurodbgError(f"device {name!r} asked for, but no CUDA device is available")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise NeurodbgError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
+    return name

@@ -32,7 +32,10 @@ def _field_list(record: dict[str, object]) -> str:
     return ", ".join(repr(k) for k in record) or "none"
 
 
-def jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
+def jsonl_documents(path: Path, text_field: str,
+                    _read_errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)) -> Iterator[str]:
+    # The error tuple is bound at definition time: a generator closed during interpreter
+    # shutdown must not look up module globals (already cleared) in its except clause.
     with _open(path) as handle:
         number = 0
         try:
@@ -55,6 +58,6 @@ def jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
                     raise CorpusError(f"{path}:{number}: field {text_field!r} holds {type(text).__name__}, "
                                       "not a string")
                 yield text
-        except (OSError, EOFError, zlib.error) as exc:
+        except _read_errors as exc:
             where = f"{path}:{number + 1}" if number else str(path)
             raise CorpusError(f"cannot read corpus file {where}: {exc}") from None

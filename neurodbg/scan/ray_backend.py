@@ -32,20 +32,28 @@ from neurodbg.scan.settings import ScanSettings
 
 
 def scan_shard(model_spec: str, corpus_spec: str, text_field: str, settings: dict[str, Any], shard: int,
-               workers: int, threads: int) -> dict[str, Any]:
-    """Runs inside a Ray task: scan one shard, return the scanner's state."""
+               workers: int, threads: int, device: str = "cpu") -> dict[str, Any]:
+    """Runs inside a Ray task: scan one shard, return the scanner's state (on the CPU)."""
     from neurodbg.corpus import open_corpus
     from neurodbg.models.loader import load_model
 
     torch.set_num_threads(threads)
-    model = load_model(model_spec, progress=False)
+    model = load_model(model_spec, progress=False, device=device)
     source = open_corpus(corpus_spec, text_field=text_field)
     config = ScanSettings.from_dict(settings)
     scanner = Scanner(model, config)
     for number, batch in enumerate(batches(sequence_stream(source, model, config), config.batch_size)):
         if number % workers == shard:
             scanner.process(batch)
-    return scanner.state_dict()
+    return _to_cpu(scanner.state_dict())
+
+
+def _to_cpu(state: Any) -> Any:
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {k: _to_cpu(v) for k, v in state.items()}
+    return state
 
 
 def _shard_path(directory: Path, shard: int, workers: int) -> Path:
@@ -53,7 +61,8 @@ def _shard_path(directory: Path, shard: int, workers: int) -> Path:
 
 
 def scan_on_ray(model_spec: str, model: Model, source: Any, atlas_dir: str | Path, settings: ScanSettings, *,
-                workers: int, corpus_spec: str, text_field: str = "text", progress: bool = True) -> ScanSummary:
+                workers: int, corpus_spec: str, text_field: str = "text", progress: bool = True,
+                gpus_per_worker: float = 0.0) -> ScanSummary:
     try:
         import ray
     except ImportError:
@@ -68,7 +77,7 @@ def scan_on_ray(model_spec: str, model: Model, source: Any, atlas_dir: str | Pat
                 stale.unlink()
         started = time.perf_counter()
         states = _run_shards(ray, directory, identity, model_spec, corpus_spec, text_field, settings, workers,
-                             progress)
+                             progress, gpus_per_worker)
         for state in states:
             part = Scanner(model, settings)
             part.load_state_dict(state)
@@ -88,7 +97,8 @@ def scan_on_ray(model_spec: str, model: Model, source: Any, atlas_dir: str | Pat
 
 
 def _run_shards(ray: Any, directory: Path, identity: dict[str, str], model_spec: str, corpus_spec: str,
-                text_field: str, settings: ScanSettings, workers: int, progress: bool) -> list[dict[str, Any]]:
+                text_field: str, settings: ScanSettings, workers: int, progress: bool,
+                gpus: float) -> list[dict[str, Any]]:
     states: dict[int, dict[str, Any]] = {}
     for shard in range(workers):
         saved = checkpoint.load_file(_shard_path(directory, shard, workers))
@@ -103,9 +113,10 @@ def _run_shards(ray: Any, directory: Path, identity: dict[str, str], model_spec:
                      **({} if address else {"num_cpus": max(workers, os.cpu_count() or 1)}))
         try:
             threads = max(1, (os.cpu_count() or 1) // workers)
-            task = ray.remote(num_cpus=1)(scan_shard)
-            pending = {task.remote(model_spec, corpus_spec, text_field, settings.to_dict(), s, workers, threads): s
-                       for s in todo}
+            task = ray.remote(num_cpus=1, num_gpus=gpus)(scan_shard)
+            device = "cuda" if gpus > 0 else "cpu"
+            pending = {task.remote(model_spec, corpus_spec, text_field, settings.to_dict(), s, workers, threads,
+                                   device): s for s in todo}
             with ScanProgress(progress, f"ray shards ({workers} workers)", workers, unit="shards",
                               done=workers - len(todo)) as bar:
                 while pending:

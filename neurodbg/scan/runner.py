@@ -144,6 +144,12 @@ def _finished(scanner: Scanner, source: Any, model: Model, settings: ScanSetting
 def _run(scanner: Scanner, source: Any, model: Model, settings: ScanSettings, directory: Path,
          identity: dict[str, str], progress: bool, checkpoint_seconds: float, stop_after: int | None) -> None:
     limit = max_sequences(settings)
+    if progress:  # one counting pass over the corpus, so the bar can show an ETA
+        from neurodbg.corpus import corpus_stats
+
+        available = corpus_stats(source, model.tokenizer, seq_len=settings.seq_len, bos=settings.bos,
+                                 dedup=settings.dedup).sequences
+        limit = available if limit is None else min(limit, available)
     total_tokens = None if limit is None else limit * settings.seq_len
     last_save = time.monotonic()
     stream = sequence_stream(source, model, settings, start=scanner.sequences)

@@ -20,7 +20,7 @@ class ScanSettings:
     top_k: int = 20            # exemplars per neuron and polarity
     random_k: int = 10         # random exemplar sequences, shared by all neurons
     max_tokens: int | None = None   # stop after this many tokens (None: the whole corpus)
-    tail_capacity: int = 2048  # token values kept per neuron and side for exact tail quantiles
+    tail_capacity: int = 1024  # token values kept per neuron and side: exact 1e-3 quantiles up to ~1M tokens
     quantiles: tuple[float, ...] = QUANTILES
     skip_first: bool = True    # position 0 is the attention sink: outlier values shared by every sequence
     hist_bins: int = 128       # asinh-spaced bins, shared edges
