@@ -13,6 +13,7 @@ from neurodbg.model import Model
 from neurodbg.scan.random_exemplars import hash_ids
 from neurodbg.scan.settings import ScanSettings
 from neurodbg.scan.site_stats import SiteStats
+from neurodbg.scan.tails import TailBuffer
 from neurodbg.sites.site import Site
 
 
@@ -40,11 +41,13 @@ class Scanner:
         self.sequences = 0
         self._seq_ids: torch.Tensor | None = None
         self._hashes: torch.Tensor | None = None
+        self._tails: tuple[TailBuffer, TailBuffer] | None = None
 
     def _sink(self, name: str, acts: torch.Tensor) -> None:
         assert self._seq_ids is not None
         if name not in self.stats:
-            self.stats[name] = SiteStats(acts.shape[-1], self.settings, acts.device)
+            self.stats[name] = SiteStats(acts.shape[-1], self.settings, acts.device, defer_tails=True)
+            self._tails = None  # the combined tail buffers are (re)built once all sites are known
         self.stats[name].update(acts, self._seq_ids.to(acts.device), self._hashes)
 
     @torch.no_grad()
@@ -58,9 +61,59 @@ class Scanner:
             inputs["use_cache"] = False  # a scan never continues a sequence
         with self.model.trace(capture=[s.name for s in self.sites], sink=self._sink, stop_early=True) as tr:
             tr.forward(inputs)
+        self._flush_tails()
         self.sequences += len(batch)
 
+    # -- combined tail buffers -------------------------------------------------------------
+    # Tail candidates of all sites go into one buffer per side, so each batch costs a
+    # handful of tensor operations instead of a handful per layer (CPU op overheads
+    # dominated otherwise). `sync_tails` copies the combined state back into each site.
+    def _layout(self) -> list[tuple[str, int, int]]:
+        out, start = [], 0
+        for site in self.sites:
+            if site.name in self.stats:
+                width = self.stats[site.name].width
+                out.append((site.name, start, width))
+                start += width
+        return out
+
+    def _combined(self) -> tuple[TailBuffer, TailBuffer]:
+        if self._tails is None:
+            layout = self._layout()
+            total = sum(w for _, _, w in layout)
+            device = next(iter(self.stats.values())).total.device
+            upper = TailBuffer(self.settings.tail_capacity, total, +1, device)
+            lower = TailBuffer(self.settings.tail_capacity, total, -1, device)
+            for buffer, side in ((upper, "upper"), (lower, "lower")):
+                parts = [getattr(self.stats[name], side).sorted_keys() for name, _, _ in layout]
+                buffer.load_state_dict({"keys": torch.cat(parts, dim=1)})
+            self._tails = (upper, lower)
+        return self._tails
+
+    def _flush_tails(self) -> None:
+        upper, lower = self._combined()
+        pending = [(start, self.stats[name].pending) for name, start, _ in self._layout()]
+        for buffer, index in ((upper, 1), (lower, 2)):
+            found = [buffer.candidates(p[0], p[index], start) for start, p in pending if p is not None]
+            if found:
+                buffer.append(torch.cat([k for k, _ in found]), torch.cat([c for _, c in found]))
+        for stats in self.stats.values():
+            stats.pending = None
+
+    def sync_tails(self) -> None:
+        """Copy the combined tail buffers back into each site's statistics."""
+        if self._tails is None:
+            return
+        upper, lower = self._tails
+        for buffer, side in ((upper, "upper"), (lower, "lower")):
+            ordered = buffer.sorted_keys()
+            for name, start, width in self._layout():
+                getattr(self.stats[name], side).load_state_dict({"keys": ordered[:, start:start + width].clone()})
+
     def merge(self, other: Scanner) -> None:
+        self.sync_tails()
+        other.sync_tails()
+        self._tails = None
         for name, stats in other.stats.items():
             if name in self.stats:
                 self.stats[name].merge(stats)
@@ -69,13 +122,15 @@ class Scanner:
         self.sequences += other.sequences
 
     def state_dict(self) -> dict[str, Any]:
+        self.sync_tails()
         return {"sequences": self.sequences, "stats": {n: s.state_dict() for n, s in self.stats.items()},
                 "widths": {n: s.width for n, s in self.stats.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sequences = int(state["sequences"])
         self.stats = {}
+        self._tails = None
         for name, width in state["widths"].items():
-            stats = SiteStats(int(width), self.settings, self.model.device)
+            stats = SiteStats(int(width), self.settings, self.model.device, defer_tails=True)
             stats.load_state_dict(state["stats"][name])
             self.stats[name] = stats

@@ -15,8 +15,13 @@ from neurodbg.scan.tails import TailBuffer
 
 
 class SiteStats:
-    def __init__(self, width: int, settings: ScanSettings, device: torch.device | str = "cpu") -> None:
+    def __init__(self, width: int, settings: ScanSettings, device: torch.device | str = "cpu",
+                 defer_tails: bool = False) -> None:
         s = settings
+        # With defer_tails the owner (the Scanner) feeds all sites' tail candidates into
+        # one combined buffer per batch and copies the result back here (`pending`).
+        self.defer_tails = defer_tails
+        self.pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.width, self.settings = width, s
         length = s.seq_len
         self.top = ExemplarSet(s.top_k, width, length, +1, device)
@@ -43,8 +48,11 @@ class SiteStats:
         self.top.update(hi, seq_ids, acts)
         self.bottom.update(lo, seq_ids, acts)
         self.random.update(seq_ids, acts, hashes)
-        self.upper.update(counted, hi)
-        self.lower.update(counted, lo)
+        if self.defer_tails:
+            self.pending = (counted, hi, lo)
+        else:
+            self.upper.update(counted, hi)
+            self.lower.update(counted, lo)
         flat = counted.reshape(-1, self.width)
         # per-batch sums in float32 over a few hundred tokens (as matrix products, the
         # fastest reductions on CPU here), accumulated in float64

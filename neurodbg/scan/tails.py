@@ -26,21 +26,37 @@ class TailBuffer:
 
     def update(self, tokens: torch.Tensor, seq_extremes: torch.Tensor) -> None:
         """tokens [B, T, width] token activations; seq_extremes [B, width] their per-sequence
-        max (sign=+1) or min (sign=-1). Only sequences whose extreme passes a neuron's
-        threshold are looked at token by token."""
-        hot = (seq_extremes * self.sign > self.threshold).nonzero()   # [P, 2] (sequence, column)
+        max (sign=+1) or min (sign=-1)."""
+        keys, cols = self.candidates(tokens, seq_extremes)
+        self.append(keys, cols)
+
+    def candidates(self, tokens: torch.Tensor, seq_extremes: torch.Tensor, offset: int = 0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (key, column) pairs of `tokens` that beat their neuron's threshold, for
+        columns `offset`...; only sequences whose extreme passes are looked at token by token."""
+        width = tokens.shape[-1]
+        threshold = self.threshold[offset:offset + width]
+        hot = (seq_extremes * self.sign > threshold).nonzero()        # [P, 2] (sequence, column)
         if hot.numel() == 0:
-            return
+            empty = torch.empty(0, device=tokens.device)
+            return empty, empty.long()
         seqs, cols = hot[:, 0], hot[:, 1]
         values = tokens[seqs, :, cols] * self.sign                     # [P, T]
-        passing = values > self.threshold[cols].unsqueeze(1)
-        keys = values[passing]
-        key_cols = cols.unsqueeze(1).expand_as(values)[passing]
+        passing = (values > threshold[cols].unsqueeze(1)).nonzero()
+        return values[passing[:, 0], passing[:, 1]], cols[passing[:, 0]] + offset
+
+    def append(self, keys: torch.Tensor, cols: torch.Tensor) -> None:
+        """Append (key, column) pairs, in calls of at most `capacity` per column."""
+        if keys.numel() == 0:
+            return
+        if int(torch.bincount(cols).max()) <= self.capacity:
+            self._append(keys, cols)
+            return
         for start in range(0, keys.numel(), self.capacity):
-            self._append(keys[start:start + self.capacity], key_cols[start:start + self.capacity])
+            self._append(keys[start:start + self.capacity], cols[start:start + self.capacity])
 
     def _append(self, keys: torch.Tensor, cols: torch.Tensor) -> None:
-        """Append (key, column) pairs; at most `capacity` of them per call."""
+        """Append (key, column) pairs; at most `capacity` of them per column."""
         counts = torch.bincount(cols, minlength=self.width)
         overflow = (self.fill + counts > 2 * self.capacity).nonzero().flatten()
         if overflow.numel():
