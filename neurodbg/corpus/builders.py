@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neurodbg.corpus.catalogue import SourceEntry
-from neurodbg.corpus.progress import count_progress
 from neurodbg.errors import CorpusError
+from neurodbg.progress import count_progress
 from neurodbg.wheels import fetch_wheel_file
 
 MIN_DOCSTRING_CHARS = 20

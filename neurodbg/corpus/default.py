@@ -20,9 +20,9 @@ from neurodbg import paths
 from neurodbg.corpus.builders import BUILDERS, Document
 from neurodbg.corpus.catalogue import CorpusEntry, entries, lookup
 from neurodbg.corpus.files import FilesSource
-from neurodbg.corpus.progress import count_progress
 from neurodbg.errors import CorpusError
 from neurodbg.models.provision import _cache_lock, _staging
+from neurodbg.progress import count_progress
 
 MANIFEST = "manifest.json"
 SHARDS = "shards"
