@@ -46,3 +46,7 @@ class AtlasMismatchError(AtlasError):
 
 class CorpusError(NeurodbgError):
     """A corpus is missing, unreadable, empty, malformed, or lacks its text field."""
+
+
+class ExplainerError(NeurodbgError):
+    """An explainer backend failed: unreachable endpoint, timeout, or an answer that is not usable."""

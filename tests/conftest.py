@@ -16,3 +16,35 @@ def default_model():
     import neurodbg
 
     return neurodbg.load_model("default", progress=False)
+
+
+SMALL_ATLAS_SITES = "layers.0-1.mlp.act"
+
+
+@pytest.fixture(scope="session")
+def small_atlas(tmp_path_factory: pytest.TempPathFactory, default_model) -> Path:
+    """A real atlas of the default model's first two layers over 24,576 default-corpus tokens."""
+    from neurodbg.corpus import open_corpus
+    from neurodbg.scan import ScanSettings, scan
+
+    directory = tmp_path_factory.mktemp("small-atlas") / "atlas"
+    scan(default_model, open_corpus("default"), directory, ScanSettings(sites=(SMALL_ATLAS_SITES,),
+                                                                        max_tokens=24_576), progress=False)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def described_atlas(small_atlas: Path, default_model) -> Path:
+    """`small_atlas` with every neuron described by the statistical explainer."""
+    from neurodbg.atlas import AtlasStore
+    from neurodbg.describe.exemplars import ExemplarReader
+    from neurodbg.describe.explainers import make
+    from neurodbg.describe.runner import background, describe
+
+    store = AtlasStore.open(small_atlas)
+    reader = ExemplarReader(store)
+    explainer, simulator = make("stat", background(store, default_model.tokenizer, reader))
+    summary = describe(store, explainer, simulator, reader=reader, progress=False)
+    assert summary.described == 2 * 1536 * 2 and summary.skipped == 0
+    store.close()
+    return small_atlas

@@ -79,6 +79,32 @@ def test_exemplars_quantiles_and_moments_match_brute_force(setup) -> None:
             assert rec.n_tokens == flat.shape[0]
 
 
+def test_sampled_quantiles_are_exact_on_the_sample_and_within_the_stated_error(setup, tmp_path) -> None:
+    """Levels too deep for the all-token buffer come from the every-n-th-sequence sample:
+    exactly that sample's quantile, and (the stated error) the share of all tokens beyond
+    it is q within 4 binomial standard deviations of the sample size."""
+    model, corpus, _, _ = setup
+    settings = ScanSettings(seq_len=16, batch_size=4, top_k=5, random_k=3, tail_capacity=64, hist_every=2,
+                            quantiles=(0.01, 0.002))
+    scan(model, corpus, tmp_path / "atlas", settings, progress=False)
+    store = AtlasStore.open(tmp_path / "atlas")
+    assert store.meta()["quantile_sources"] == {"0.01": "sampled", "0.002": "exact"}
+    index, acts = _brute_force(model, corpus)
+    sample = [i for i, s in enumerate(index) if s % 2 == 0]
+    for layer in (0, 1):
+        flat = acts[layer][:, 1:].reshape(-1, 48).double().numpy()
+        sampled = acts[layer][sample, 1:].reshape(-1, 48).double().numpy()
+        sd = np.sqrt(0.01 * 0.99 / sampled.shape[0])
+        for n in range(0, 48, 5):
+            rec = records.neuron(store, layer, n)
+            hi, lo = rec.quantiles["+0.01"], rec.quantiles["-0.01"]
+            assert hi == pytest.approx(np.quantile(sampled[:, n], 0.99), rel=1e-5, abs=1e-6)
+            assert lo == pytest.approx(np.quantile(sampled[:, n], 0.01), rel=1e-5, abs=1e-6)
+            assert abs((flat[:, n] > hi).mean() - 0.01) <= 4 * sd
+            assert abs((flat[:, n] < lo).mean() - 0.01) <= 4 * sd
+            assert rec.quantiles["+0.002"] == pytest.approx(np.quantile(flat[:, n], 0.998), rel=1e-5, abs=1e-6)
+
+
 def test_output_tokens_match_direct_matrix_computation(setup) -> None:
     model, _, atlas, _ = setup
     store = AtlasStore.open(atlas)
@@ -115,8 +141,8 @@ def test_sharded_scans_merge_to_the_same_atlas(setup, tmp_path) -> None:
         for a, b in ((stats.top, other.top), (stats.bottom, other.bottom)):
             assert torch.equal(a.ids, b.ids) and torch.equal(a.keys, b.keys) and torch.equal(a.acts, b.acts)
         assert torch.equal(stats.random.ids, other.random.ids)
-        assert torch.equal(stats.upper.sorted_keys(), other.upper.sorted_keys())
-        assert torch.equal(stats.lower.sorted_keys(), other.lower.sorted_keys())
+        for side, buffer in stats.tails.items():
+            assert torch.equal(buffer.sorted_keys(), other.tails[side].sorted_keys())
         assert torch.equal(stats.active, other.active) and torch.equal(stats.hist, other.hist)
         assert stats.n_tokens == other.n_tokens
         assert torch.allclose(stats.total, other.total, rtol=1e-6, atol=1e-6)  # float sums: order-dependent bits

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from scan_fixtures import save_tiny, write_corpus
 
+from neurodbg.atlas.schema import SCHEMA_VERSION
+
 NEURODBG = str(Path(sys.executable).with_name("neurodbg"))
 SCAN_ARGS = ["--seq-len", "16", "--batch-size", "4", "--top-k", "5", "--random-k", "3"]
 
@@ -124,7 +126,7 @@ def test_atlas_commands(parts) -> None:
     info = subprocess.run([NEURODBG, "atlas", "info", "--atlas", str(tmp / "reference"), "--json"],
                           capture_output=True, text=True, timeout=120)
     data = json.loads(info.stdout)
-    assert data["status"] == "complete" and data["neurons"] == 96 and data["schema_version"] == 1
+    assert data["status"] == "complete" and data["neurons"] == 96 and data["schema_version"] == SCHEMA_VERSION
     one = subprocess.run([NEURODBG, "atlas", "neuron", "L1/N5", "--atlas", str(tmp / "reference"), "--json"],
                          capture_output=True, text=True, timeout=120)
     rec = json.loads(one.stdout)

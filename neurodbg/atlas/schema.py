@@ -1,6 +1,7 @@
 """The atlas database schema (SQLite, WAL). Bump SCHEMA_VERSION on any change."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)   # version 1 lacks only the description tables, added on open
 DB_NAME = "atlas.db"
 
 SCHEMA = """
@@ -37,5 +38,25 @@ CREATE TABLE IF NOT EXISTS exemplars (
 CREATE TABLE IF NOT EXISTS sequences (
     seq_index INTEGER PRIMARY KEY,
     ids       BLOB NOT NULL         -- int32 token ids
+);
+CREATE TABLE IF NOT EXISTS descriptions (
+    layer      INTEGER NOT NULL,
+    neuron     INTEGER NOT NULL,
+    polarity   TEXT NOT NULL,       -- '+' what drives it up, '-' what drives it down
+    explainer  TEXT NOT NULL,       -- e.g. 'stat', 'local:default', 'openai:gpt-4o-mini'
+    candidate  INTEGER NOT NULL,    -- several candidates may be drawn per explainer
+    text       TEXT NOT NULL,
+    spec       TEXT,                -- JSON, machine-readable form (statistical descriptions)
+    score      REAL,                -- Pearson r of simulated vs true activations on held-out exemplars
+    simulator  TEXT,
+    embedding  BLOB,                -- float32, unit norm (search index)
+    PRIMARY KEY (layer, neuron, polarity, explainer, candidate)
+);
+CREATE TABLE IF NOT EXISTS described (   -- (neuron, polarity, explainer) done, even when nothing was found
+    layer      INTEGER NOT NULL,
+    neuron     INTEGER NOT NULL,
+    polarity   TEXT NOT NULL,
+    explainer  TEXT NOT NULL,
+    PRIMARY KEY (layer, neuron, polarity, explainer)
 );
 """

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from neurodbg.atlas.schema import DB_NAME, SCHEMA, SCHEMA_VERSION
+from neurodbg.atlas.schema import DB_NAME, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION
 from neurodbg.errors import AtlasError, AtlasMismatchError
 
 IDENTITY_KEYS = ("model_fingerprint", "corpus_fingerprint", "settings_fingerprint")
@@ -67,8 +67,13 @@ class AtlasStore:
             raise AtlasError(f"{self.directory} holds a corrupt atlas database: {ok}")
         if version is None:
             raise AtlasError(f"{self.directory / DB_NAME} is not an atlas database (no schema version)")
-        if int(version) != SCHEMA_VERSION:
-            raise AtlasError(f"atlas schema version {version} is not supported (this neurodbg reads {SCHEMA_VERSION})")
+        if int(version) not in READABLE_VERSIONS:
+            raise AtlasError(f"atlas schema version {version} is not supported (this neurodbg reads "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
+        if int(version) != SCHEMA_VERSION:   # older atlases only lack tables: add them
+            self.conn.executescript(SCHEMA)
+            with self.transaction() as conn:
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.conn.close()

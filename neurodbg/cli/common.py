@@ -20,12 +20,17 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def load(model: str, *, quiet: bool) -> Any:
-    """Load a model, keeping library chatter (progress bars) off stdout."""
+def quiet_libraries() -> None:
+    """Keep transformers' progress bars and warnings off the terminal."""
     from transformers.utils import logging as hf_logging
-
-    from neurodbg.models.loader import load_model
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+def load(model: str, *, quiet: bool) -> Any:
+    """Load a model, keeping library chatter (progress bars) off stdout."""
+    from neurodbg.models.loader import load_model
+
+    quiet_libraries()
     return load_model(model, progress=not quiet)

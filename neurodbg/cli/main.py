@@ -7,7 +7,17 @@ import sys
 
 import typer
 
-from neurodbg.cli import atlas_cmd, corpus_cmd, inspect_cmd, models_cmd, scan_cmd, trace_cmd
+from neurodbg.cli import (
+    atlas_cmd,
+    corpus_cmd,
+    describe_cmd,
+    inspect_cmd,
+    lens_cmd,
+    models_cmd,
+    monitor_cmd,
+    scan_cmd,
+    trace_cmd,
+)
 from neurodbg.errors import NeurodbgError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -15,6 +25,14 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 app.command("inspect")(inspect_cmd.inspect)
 app.command("trace")(trace_cmd.trace)
 app.command("scan")(scan_cmd.scan)
+app.command("describe")(describe_cmd.describe)
+app.command("search")(describe_cmd.search)
+app.command("analyze")(monitor_cmd.analyze)
+app.command("steer")(monitor_cmd.steer)
+app.command("lens")(lens_cmd.lens)
+app.command("attention")(lens_cmd.attention)
+app.command("patch")(lens_cmd.patch)
+app.command("vector")(lens_cmd.vector)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(corpus_cmd.app, name="corpus")
 app.add_typer(atlas_cmd.app, name="atlas")

@@ -72,7 +72,9 @@ def _write(store: AtlasStore, scanner: Scanner, model: Model, seq_rows: list[tup
             written += _write_site(conn, site.name, layer, stats, effects)
             if advance:
                 advance(stats.width)
-        store.set_meta(conn, status="complete", **summary)
+        first = next(iter(scanner.stats.values()), None)
+        sources = {f"{q:g}": first.quantile_source(q) for q in scanner.settings.quantiles} if first else {}
+        store.set_meta(conn, status="complete", quantile_sources=sources, **summary)
     return written
 
 

@@ -18,10 +18,10 @@ from rich.progress import (
 
 class ScanProgress:
     def __init__(self, enabled: bool, label: str, total: int | None, *, unit: str = "neurons", done: int = 0) -> None:
-        self.enabled = enabled
+        console = Console(stderr=True)
+        self.enabled = enabled and console.is_terminal   # no bars in logs, pipes and CI
         self._bar: Progress | None = None
-        if enabled:
-            console = Console(stderr=True)
+        if self.enabled:
             columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                        TextColumn(f"{{task.fields[rate]}} {unit}/s"), TimeElapsedColumn(), TextColumn("eta"),
                        TimeRemainingColumn()]

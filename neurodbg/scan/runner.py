@@ -88,7 +88,8 @@ def claim_atlas(model: Model, source: Any, directory: Path, settings: ScanSettin
         identity = {"model_fingerprint": model.fingerprint(),
                     "corpus_fingerprint": corpus_identity(source, model.tokenizer, settings),
                     "settings_fingerprint": settings.fingerprint()}
-        store.claim(identity, {"model_name": model.name, "corpus_name": source.name, "settings_name": "scan",
+        store.claim(identity, {"model_name": model.name, "model_source": model.source, "corpus_name": source.name,
+                               "settings_name": "scan",
                                "settings": settings.to_dict(), "sites": [s.name for s in scanner.sites],
                                "hist_edges": settings.hist_edges()})
     except BaseException:

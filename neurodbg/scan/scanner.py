@@ -12,7 +12,7 @@ from neurodbg.errors import NeurodbgError
 from neurodbg.model import Model
 from neurodbg.scan.random_exemplars import hash_ids
 from neurodbg.scan.settings import ScanSettings
-from neurodbg.scan.site_stats import SiteStats
+from neurodbg.scan.site_stats import TAIL_SIDES, SiteStats
 from neurodbg.scan.tails import TailBuffer
 from neurodbg.sites.site import Site
 
@@ -41,7 +41,7 @@ class Scanner:
         self.sequences = 0
         self._seq_ids: torch.Tensor | None = None
         self._hashes: torch.Tensor | None = None
-        self._tails: tuple[TailBuffer, TailBuffer] | None = None
+        self._tails: dict[str, TailBuffer] | None = None
 
     def _sink(self, name: str, acts: torch.Tensor) -> None:
         assert self._seq_ids is not None
@@ -77,24 +77,24 @@ class Scanner:
                 start += width
         return out
 
-    def _combined(self) -> tuple[TailBuffer, TailBuffer]:
+    def _combined(self) -> dict[str, TailBuffer]:
         if self._tails is None:
             layout = self._layout()
             total = sum(w for _, _, w in layout)
             device = next(iter(self.stats.values())).total.device
-            upper = TailBuffer(self.settings.tail_capacity, total, +1, device)
-            lower = TailBuffer(self.settings.tail_capacity, total, -1, device)
-            for buffer, side in ((upper, "upper"), (lower, "lower")):
-                parts = [getattr(self.stats[name], side).sorted_keys() for name, _, _ in layout]
+            self._tails = {}
+            for side, sign in TAIL_SIDES.items():
+                buffer = TailBuffer(self.settings.tail_capacity, total, sign, device)
+                parts = [self.stats[name].tails[side].sorted_keys() for name, _, _ in layout]
                 buffer.load_state_dict({"keys": torch.cat(parts, dim=1)})
-            self._tails = (upper, lower)
+                self._tails[side] = buffer
         return self._tails
 
     def _flush_tails(self) -> None:
-        upper, lower = self._combined()
+        combined = self._combined()
         pending = [(start, self.stats[name].pending) for name, start, _ in self._layout()]
-        for buffer, index in ((upper, 1), (lower, 2)):
-            found = [buffer.candidates(p[0], p[index], start) for start, p in pending if p is not None]
+        for side, buffer in combined.items():
+            found = [buffer.candidates(*p[side], start) for start, p in pending if p is not None and side in p]
             if found:
                 buffer.append(torch.cat([k for k, _ in found]), torch.cat([c for _, c in found]))
         for stats in self.stats.values():
@@ -104,11 +104,10 @@ class Scanner:
         """Copy the combined tail buffers back into each site's statistics."""
         if self._tails is None:
             return
-        upper, lower = self._tails
-        for buffer, side in ((upper, "upper"), (lower, "lower")):
+        for side, buffer in self._tails.items():
             ordered = buffer.sorted_keys()
             for name, start, width in self._layout():
-                getattr(self.stats[name], side).load_state_dict({"keys": ordered[:, start:start + width].clone()})
+                self.stats[name].tails[side].load_state_dict({"keys": ordered[:, start:start + width].clone()})
 
     def merge(self, other: Scanner) -> None:
         self.sync_tails()

@@ -20,13 +20,16 @@ class ScanSettings:
     top_k: int = 20            # exemplars per neuron and polarity
     random_k: int = 10         # random exemplar sequences, shared by all neurons
     max_tokens: int | None = None   # stop after this many tokens (None: the whole corpus)
-    tail_capacity: int = 1024  # token values kept per neuron and side: exact 1e-3 quantiles up to ~1M tokens
+    # token values kept per neuron and side, twice: over all tokens (exact quantiles while
+    # rank < capacity: 1e-4 up to 1.28M tokens, 1e-5 up to 12.8M) and over the every
+    # `hist_every`-th-sequence sample (estimates for the shallower levels beyond that)
+    tail_capacity: int = 128
     quantiles: tuple[float, ...] = QUANTILES
     skip_first: bool = True    # position 0 is the attention sink: outlier values shared by every sequence
     hist_bins: int = 128       # asinh-spaced bins, shared edges
     hist_scale: float = 0.01   # asinh(x / scale): linear near 0, logarithmic beyond
     hist_limit: float = 1e5
-    hist_every: int = 16       # histogram from every n-th sequence (a deterministic subsample)
+    hist_every: int = 16       # histogram and sampled tails from every n-th sequence (a deterministic subsample)
     logit_k: int = 10          # promoted and suppressed tokens per neuron
     bos: bool | None = None
     dedup: bool = True

@@ -33,42 +33,43 @@ class TailBuffer:
     def candidates(self, tokens: torch.Tensor, seq_extremes: torch.Tensor, offset: int = 0
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The (key, column) pairs of `tokens` that beat their neuron's threshold, for
-        columns `offset`...; only sequences whose extreme passes are looked at token by token."""
+        columns `offset`..., in ascending column order; only sequences whose extreme
+        passes are looked at token by token."""
         width = tokens.shape[-1]
         threshold = self.threshold[offset:offset + width]
-        hot = (seq_extremes * self.sign > threshold).nonzero()        # [P, 2] (sequence, column)
+        hot = (seq_extremes.T * self.sign > threshold.unsqueeze(1)).nonzero()   # [P, 2] (column, sequence)
         if hot.numel() == 0:
             empty = torch.empty(0, device=tokens.device)
             return empty, empty.long()
-        seqs, cols = hot[:, 0], hot[:, 1]
+        cols, seqs = hot[:, 0], hot[:, 1]
         values = tokens[seqs, :, cols] * self.sign                     # [P, T]
         passing = (values > threshold[cols].unsqueeze(1)).nonzero()
         return values[passing[:, 0], passing[:, 1]], cols[passing[:, 0]] + offset
 
     def append(self, keys: torch.Tensor, cols: torch.Tensor) -> None:
-        """Append (key, column) pairs, in calls of at most `capacity` per column."""
+        """Append (key, column) pairs, given in ascending column order (as `candidates` gives them)."""
         if keys.numel() == 0:
             return
-        if int(torch.bincount(cols).max()) <= self.capacity:
-            self._append(keys, cols)
-            return
-        for start in range(0, keys.numel(), self.capacity):
-            self._append(keys[start:start + self.capacity], cols[start:start + self.capacity])
-
-    def _append(self, keys: torch.Tensor, cols: torch.Tensor) -> None:
-        """Append (key, column) pairs; at most `capacity` of them per column."""
         counts = torch.bincount(cols, minlength=self.width)
+        if int(counts.max()) > self.capacity:
+            # (early in a scan) only a column's best `capacity` new keys can matter
+            order = torch.argsort(keys, descending=True, stable=True)
+            keys, cols = keys[order], cols[order]
+            order = torch.argsort(cols, stable=True)
+            keys, cols = keys[order], cols[order]
+            rank = torch.arange(cols.numel(), device=cols.device) - (torch.cumsum(counts, 0) - counts)[cols]
+            keep = rank < self.capacity
+            keys, cols = keys[keep], cols[keep]
+            counts = counts.clamp(max=self.capacity)
         overflow = (self.fill + counts > 2 * self.capacity).nonzero().flatten()
         if overflow.numel():
             self._compact(overflow)
-            keep = keys > self.threshold[cols]     # the threshold rose: drop what no longer passes
+            keep = keys > self.threshold[cols]      # the threshold rose: drop what no longer passes
             keys, cols = keys[keep], cols[keep]
             counts = torch.bincount(cols, minlength=self.width)
-        order = torch.argsort(cols, stable=True)
-        keys, cols = keys[order], cols[order]
-        starts = torch.cumsum(counts, 0) - counts                      # first entry of each column
-        slot = self.fill[cols] + torch.arange(cols.numel(), device=cols.device) - starts[cols]
-        self.keys[slot, cols] = keys
+        # now everything fits; slots only need a running index per column
+        rank = torch.arange(cols.numel(), device=cols.device) - (torch.cumsum(counts, 0) - counts)[cols]
+        self.keys[self.fill[cols] + rank, cols] = keys
         self.fill += counts
 
     def _compact(self, cols: torch.Tensor | None = None) -> None:
@@ -89,6 +90,9 @@ class TailBuffer:
         self.keys = torch.cat([best, torch.full_like(best, float("-inf"))])
         self.fill = torch.full_like(self.fill, self.capacity)
         self.threshold = best[-1].clone()
+
+    def holds_rank(self, q: float, n_tokens: int) -> bool:
+        return n_tokens > 0 and math.ceil((n_tokens - 1) * q) < self.capacity
 
     def quantile(self, q: float, n_tokens: int) -> torch.Tensor:
         """Per neuron, the value with a fraction `q` of all tokens beyond it (on

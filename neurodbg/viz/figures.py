@@ -23,7 +23,8 @@ def _ticks(labels: Sequence[str], count: int) -> tuple[list[int], list[str]]:
 
 
 def heatmap(values: np.ndarray, *, row_labels: Sequence[str], col_labels: Sequence[str], title: str,
-            path: str | Path, xlabel: str = "neuron", ylabel: str = "token", diverging: bool = True) -> Path:
+            path: str | Path, xlabel: str = "neuron", ylabel: str = "token", diverging: bool = True,
+            label: str = "activation") -> Path:
     """rows x columns heatmap; a diverging colour map centred on zero by default."""
     values = np.asarray(values, dtype=np.float32)
     rows, cols = values.shape
@@ -47,7 +48,7 @@ def heatmap(values: np.ndarray, *, row_labels: Sequence[str], col_labels: Sequen
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label="activation")
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label=label)
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)
@@ -69,6 +70,29 @@ def bar_chart(values: np.ndarray, *, title: str, path: str | Path, xlabel: str =
     ax.set_xlabel(xlabel)
     ax.set_ylabel("activation")
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def attention_grid(patterns: dict[int, np.ndarray], tokens: Sequence[str], *, path: str | Path,
+                   title: str) -> Path:
+    """One query x key attention heatmap per layer, in a grid."""
+    layers = sorted(patterns)
+    cols = min(6, len(layers))
+    rows = int(np.ceil(len(layers) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), dpi=100, squeeze=False)
+    labels = tokens if len(tokens) <= 24 else []
+    for ax, layer in zip(axes.flat, layers, strict=False):
+        ax.imshow(patterns[layer], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"layer {layer}", fontsize=9)
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    for ax in list(axes.flat)[len(layers):]:
+        ax.axis("off")
+    fig.suptitle(title + " (rows: query, columns: key)", fontsize=10)
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)

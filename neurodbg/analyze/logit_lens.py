@@ -1,0 +1,62 @@
+"""Logit lens: each layer's residual stream read through the final norm and the
+unembedding, as if the model stopped there. At the last layer it is the model's
+own logits (a test checks this)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from neurodbg.analyze.prompt import Prompt
+from neurodbg.errors import NeurodbgError
+from neurodbg.model import Model
+
+
+@dataclass
+class LensLayer:
+    layer: int
+    top: list[tuple[str, int, float]]      # (token, id, prob) at the chosen position
+    target_rank: int | None
+    target_prob: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "top": [{"token": t, "id": i, "prob": round(p, 6)} for t, i, p in self.top],
+                "target_rank": self.target_rank,
+                "target_prob": None if self.target_prob is None else round(self.target_prob, 6)}
+
+
+def _module(model: Model, site: str) -> torch.nn.Module:
+    found = model.resolve(site)
+    return model.module.get_submodule(found[0].module_path)
+
+
+@torch.no_grad()
+def lens_logits(model: Model, prompt: Prompt) -> torch.Tensor:
+    """[layers, T, vocab] logits of every layer's resid_out."""
+    if model.adapter is None or "final_norm" not in model.adapter.sites or "logits" not in model.adapter.sites:
+        raise NeurodbgError(f"the logit lens needs a final norm and an unembedding; {model.name} has no adapter "
+                            f"that names them")
+    names = [s.name for s in model.resolve("layers.*.resid_out")]
+    with model.trace(capture=names) as tr:
+        tr.forward({"input_ids": prompt.ids.to(model.device)})
+    norm, unembed = _module(model, "final_norm"), _module(model, "logits")
+    return torch.stack([unembed(norm(tr[n]))[0] for n in names]).float()
+
+
+def logit_lens(model: Model, prompt: Prompt, position: int, *, target: int | None = None, k: int = 5
+               ) -> list[LensLayer]:
+    logits = lens_logits(model, prompt)[:, position]             # [layers, vocab]
+    probs = torch.softmax(logits, dim=-1)
+    out = []
+    for layer in range(logits.shape[0]):
+        top = probs[layer].topk(k)
+        entries = [(model.tokenizer.decode([int(i)]), int(i), float(p))
+                   for i, p in zip(top.indices, top.values, strict=True)]
+        rank = prob = None
+        if target is not None:
+            prob = float(probs[layer, target])
+            rank = int((logits[layer] > logits[layer, target]).sum()) + 1
+        out.append(LensLayer(layer, entries, rank, prob))
+    return out

@@ -1,0 +1,112 @@
+"""`neurodbg analyze` and `neurodbg steer`: the Monitor from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, load
+from neurodbg.errors import InterventionError, NeurodbgError
+
+AtlasOpt = Annotated[Path | None, typer.Option(help="Atlas directory (descriptions, quantiles).")]
+ChatOpt = Annotated[bool, typer.Option(help="Wrap the prompt in the model's chat template.")]
+
+
+def _monitor(model: str, atlas: Path | None, quiet: bool) -> Any:
+    from neurodbg.analyze.monitor import Monitor
+
+    return Monitor(load(model, quiet=quiet), atlas)
+
+
+def analyze(
+    prompt: Annotated[str, typer.Argument(help="The prompt (or the user's chat message with --chat).")],
+    target: Annotated[str | None, typer.Option(help="The next token to explain, e.g. ' bigger' (default: "
+                                                    "the model's top prediction).")] = None,
+    atlas: AtlasOpt = None,
+    model: ModelOpt = "default",
+    mode: Annotated[str, typer.Option(help="attribution or activation.")] = "attribution",
+    position: Annotated[int | None, typer.Option(help="Position whose next token is explained (default: last).")]
+    = None,
+    top: Annotated[int, typer.Option(min=1, help="Neurons to report.")] = 100,
+    rank: Annotated[str, typer.Option(help="attribution: abs, pos (raise the target) or neg.")] = "abs",
+    include_template: Annotated[bool, typer.Option(help="Count chat-template tokens too.")] = False,
+    threshold: Annotated[float, typer.Option(help="Cluster cut: cosine distance.")] = 0.6,
+    chat: ChatOpt = False,
+    show: Annotated[int, typer.Option(min=0, help="Neurons printed (all go to --json).")] = 20,
+    json_out: JsonOpt = False,
+) -> None:
+    """Which neurons are behind a token, with their descriptions, grouped into concepts."""
+    monitor = _monitor(model, atlas, json_out)
+    if mode not in ("attribution", "activation"):
+        raise NeurodbgError(f"unknown mode {mode!r}; choose attribution or activation")
+    if rank not in ("abs", "pos", "neg"):
+        raise NeurodbgError(f"rank must be abs, pos or neg (got {rank!r})")
+    result = monitor.analyze(prompt, target=target, position=position, chat=chat, mode=mode, top=top,
+                             include_template=include_template, rank=rank, threshold=threshold)
+    data = result.to_dict()
+    if json_out:
+        emit_json(data)
+        return
+    console.print(f"next token after position {data['position']} ({data['tokens'][data['position']]!r}): "
+                  f"{data['target_token']!r}, log p = {data['logprob']:.3f}; mode {data['mode']}", markup=False)
+    for c in data["clusters"]:
+        console.print(f"cluster ({c['size']} neurons, coherence {c['coherence']:.2f}, total {c['total']:+.3f}): "
+                      f"{c['label']}", markup=False)
+    for f in data["neurons"][:show]:
+        desc = f["description"] or "(no description)"
+        score = "" if f["score"] is None else f" [score {f['score']:.2f}]"
+        console.print(f"{f['id']:>12} {f['value']:+9.4f} at {f['position']:>3}  {desc}{score}", markup=False)
+
+
+def steer(
+    prompt: Annotated[str, typer.Argument(help="The prompt.")],
+    atlas: AtlasOpt = None,
+    model: ModelOpt = "default",
+    query: Annotated[str | None, typer.Option(help="Steer the neurons whose descriptions match this.")] = None,
+    neurons: Annotated[str | None, typer.Option(help="Or name them: L5/N12,L7/N3- .")] = None,
+    k: Annotated[int, typer.Option(min=1, help="Neurons taken from the query.")] = 50,
+    polarity: Annotated[str | None, typer.Option(help="Query only + or - descriptions.")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Query only descriptions scored at least this.")] = None,
+    value: Annotated[float, typer.Option(help="λ × each neuron's tail quantile (0 ablates).")] = 0.0,
+    level: Annotated[float, typer.Option(help="The tail quantile λ is relative to.")] = 1e-4,
+    tokens: Annotated[str, typer.Option(help="prompt, generated or all.")] = "all",
+    target: Annotated[str | None, typer.Option(help="Report this next token's log-prob change.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=512)] = 20,
+    replay: Annotated[Path | None, typer.Option(help="Replay a saved spec (interventions JSON).")] = None,
+    save: Annotated[Path | None, typer.Option(help="Save the resolved spec (interventions JSON) here.")] = None,
+    chat: ChatOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Set concepts' neurons to λ × their tail quantile; generate with and without."""
+    from neurodbg.analyze.steering import SteeringSpec, parse_spec
+    from neurodbg.trace.interventions import dumps, loads
+
+    monitor = _monitor(model, atlas, json_out)
+    if replay is not None:
+        try:
+            interventions = loads(replay.read_text())
+        except OSError as exc:
+            raise InterventionError(f"cannot read {replay}: {exc.strerror}") from None
+    else:
+        if tokens not in ("prompt", "generated", "all"):
+            raise NeurodbgError(f"--tokens must be prompt, generated or all (got {tokens!r})")
+        spec: SteeringSpec = parse_spec({
+            "neurons": neurons.split(",") if neurons else None, "query": query, "k": k, "polarity": polarity,
+            "min_score": min_score, "value": value, "level": level, "tokens": tokens})
+        interventions = monitor.steering(spec)
+    if save is not None:
+        save.write_text(dumps(interventions) + "\n")
+    result = monitor.steer(prompt, interventions, target=target, chat=chat, max_new_tokens=max_new_tokens)
+    data = result.to_dict()
+    if json_out:
+        emit_json(data)
+        return
+    console.print(f"steered {data['neurons']} neurons in {len(interventions)} layers", markup=False)
+    console.print(f"before: {json.dumps(data['baseline'], ensure_ascii=False)}", markup=False)
+    console.print(f"after:  {json.dumps(data['steered'], ensure_ascii=False)}", markup=False)
+    if data["delta_logprob"] is not None:
+        console.print(f"log p({target!r}): {data['baseline_logprob']:.4f} -> {data['steered_logprob']:.4f} "
+                      f"(Δ {data['delta_logprob']:+.4f})", markup=False)
