@@ -64,16 +64,34 @@ class AtlasView:
         return self._descriptions
 
     def embeddings(self, keys: list[tuple[int, int, str]]) -> np.ndarray:
-        """Unit embeddings of those neurons' descriptions (computed and stored if missing)."""
-        from neurodbg.search.atlas_search import ensure_embeddings
-        from neurodbg.search.embedder import DIMENSIONS
+        """Unit embeddings of those neurons' best descriptions; zeros where a neuron has none.
+        Missing embeddings are computed (for these rows only) and stored."""
+        import sqlite3
 
-        ensure_embeddings(self.store)
+        from neurodbg.errors import AtlasError
+        from neurodbg.search.atlas_search import searchable
+        from neurodbg.search.embedder import DIMENSIONS, embed
+
         out = np.zeros((len(keys), DIMENSIONS), dtype=np.float32)
+        missing: list[tuple[int, int, str]] = []
         for i, (layer, neuron, polarity) in enumerate(keys):
             row = self.store.conn.execute(
-                "SELECT embedding FROM descriptions WHERE layer = ? AND neuron = ? AND polarity = ? "
+                "SELECT rowid, text, embedding FROM descriptions WHERE layer = ? AND neuron = ? AND polarity = ? "
                 "ORDER BY score IS NULL, score DESC LIMIT 1", (layer, neuron, polarity)).fetchone()
-            if row is not None and row[0] is not None:
-                out[i] = np.frombuffer(row[0], dtype=np.float32)
+            if row is None:
+                continue
+            if row[2] is not None:
+                out[i] = np.frombuffer(row[2], dtype=np.float32)
+            else:
+                missing.append((i, row[0], row[1]))
+        if missing:
+            vectors = embed([searchable(text) for _, _, text in missing])
+            for (i, _, _), v in zip(missing, vectors, strict=True):
+                out[i] = v
+            try:
+                with self.store.transaction() as conn:
+                    conn.executemany("UPDATE descriptions SET embedding = ? WHERE rowid = ?",
+                                     [(v.tobytes(), rowid) for (_, rowid, _), v in zip(missing, vectors, strict=True)])
+            except sqlite3.Error as exc:
+                raise AtlasError(f"could not store embeddings in {self.store.directory}: {exc}") from None
         return out

@@ -123,7 +123,11 @@ class StatisticalExplainer:
             if share >= 0.6 and share >= 1.5 * self.bg.topic_rates.get(t, 0.0):
                 topic = t
 
-        names = [quote(self.bg.decode(t)) for t in list(weights)[:NAMED_TOKENS]]
+        named = list(weights)
+        if cls:   # quote the class's own members first
+            index = list(TOKEN_CLASSES).index(cls)
+            named = sorted(named, key=lambda t: self.bg.classes[t] != index)
+        names = [quote(self.bg.decode(t)) for t in named[:NAMED_TOKENS]]
         parts = [verb]
         if cls:
             parts.append(f"{cls} such as {', '.join(names)}" if names else cls)

@@ -17,10 +17,18 @@ from neurodbg.search.embedder import DIMENSIONS, embed
 from neurodbg.search.index import DescriptionIndex, Hit
 
 
+_LEADS = ("Fires on the tokens ", "Goes negative on the tokens ", "Fires on ", "Goes negative on ")
+
+
 def searchable(text: str) -> str:
-    """What a description is searched by: what the neuron responds to. The output-token
-    clause of statistical descriptions ("Promotes …") names other concepts and is left out."""
-    return text.split(" Promotes ", 1)[0]
+    """What a description is embedded as: what the neuron responds to. The statistical
+    explainer's fixed phrasing ("Fires on the tokens …") and its output-token clause
+    ("Promotes …") would otherwise make every description look alike to the embedder."""
+    core = text.split(" Promotes ", 1)[0]
+    for lead in _LEADS:
+        if core.startswith(lead):
+            return core[len(lead):]
+    return core
 
 
 def ensure_embeddings(store: AtlasStore, *, batch: int = 2048, progress: bool = False) -> int:
