@@ -135,9 +135,9 @@ def test_steer_generates_with_and_without(default_model: neurodbg.Model, describ
 
 def test_analyze_groups_described_neurons(default_model: neurodbg.Model, described_atlas: Path) -> None:
     monitor = Monitor(default_model, described_atlas)
-    analysis = monitor.analyze(QUESTION, target="9", chat=True, mode="attribution", top=200, threshold=0.6)
+    analysis = monitor.analyze(QUESTION, target="9", chat=True, mode="attribution", top=3000, threshold=0.6)
     report = analysis.report
-    assert len(report.findings) == 200
+    assert len(report.findings) == 3000
     assert all(not analysis.prompt.template[f.position] for f in report.findings)   # template excluded
     described = [f for f in report.findings if f.description]
     assert described and all(f.layer in (0, 1) for f in described)
@@ -235,3 +235,28 @@ def test_cli_bad_input(described_atlas: Path, tmp_path: Path) -> None:
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], (args, result.stderr)
+
+
+def test_token_view_during_generation(default_model: neurodbg.Model) -> None:
+    monitor = Monitor(default_model)
+    positions, start = monitor.generate(QUESTION, chat=True, k=3, max_new_tokens=5)
+    prompt = prepare(default_model, QUESTION, chat=True)
+    with default_model.trace() as tr:
+        plain = tr.generate(prompt.ids, max_new_tokens=5)
+    assert start == prompt.length and len(positions) == plain.shape[1]
+    for i in range(start - 1, plain.shape[1] - 1):       # greedy: each next token is the top-1 there
+        assert positions[i].top[0][1] == int(plain[0, i + 1])
+    assert [p.template for p in positions[start:]] == [False] * 5
+
+
+def test_llm_cluster_labels_through_a_chat_backend(default_model: neurodbg.Model) -> None:
+    from neurodbg.analyze.cluster_labels import chat_backend, llm_labels
+    from neurodbg.analyze.clusters import Cluster
+    from neurodbg.describe.chat_backends import LocalChat
+
+    texts = ["Fires on digits such as 1", "Fires on digits such as 7", "Fires on numbers like 42"]
+    clusters = [Cluster("Fires on digits such as 1", 0.9, [0, 1, 2])]
+    llm_labels(clusters, texts, LocalChat(default_model, max_new_tokens=12))
+    assert isinstance(clusters[0].extra["llm_label"], str) and clusters[0].extra["llm_label"]
+    with pytest.raises(neurodbg.NeurodbgError, match="unknown label backend"):
+        chat_backend("gpt")

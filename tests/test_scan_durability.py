@@ -98,7 +98,7 @@ def _limit_file_size(limit: int):
 def test_full_disk_stops_cleanly_and_resumes(parts) -> None:
     tmp, model_dir, corpus, reference = parts
     atlas = tmp / "full-disk"
-    result = _scan(model_dir, corpus, atlas, preexec_fn=_limit_file_size(400_000))
+    result = _scan(model_dir, corpus, atlas, preexec_fn=_limit_file_size(150_000))
     line = _one_error_line(result)
     assert "could not write" in line
     assert not list(atlas.glob(".checkpoint*"))      # no half-written checkpoint left behind

@@ -16,7 +16,7 @@ from neurodbg.analyze.clusters import Cluster, cluster
 from neurodbg.analyze.neurons_behind import Mode, NeuronReport
 from neurodbg.analyze.prompt import Prompt, prepare, single_token
 from neurodbg.analyze.steering import SteeringResult, SteeringSpec, resolve, steer
-from neurodbg.analyze.token_view import Position, token_view
+from neurodbg.analyze.token_view import Position, generate_view, token_view
 from neurodbg.atlas.store import AtlasStore
 from neurodbg.errors import NeurodbgError
 from neurodbg.model import Model
@@ -52,10 +52,15 @@ class Monitor:
     def tokens(self, text: str, *, chat: bool = False, k: int = 5) -> list[Position]:
         return token_view(self.model, self.prompt(text, chat=chat), k=k)
 
+    def generate(self, text: str, *, chat: bool = False, k: int = 5, max_new_tokens: int = 20
+                 ) -> tuple[list[Position], int]:
+        """Generate greedily; the token view over prompt and generated tokens, and where generation starts."""
+        return generate_view(self.model, self.prompt(text, chat=chat), k=k, max_new_tokens=max_new_tokens)
+
     def analyze(self, text: str, *, target: str | None = None, position: int | None = None, chat: bool = False,
                 mode: Mode = "attribution", top: int = 100, include_template: bool = False,
                 rank: Literal["abs", "pos", "neg"] = "abs", level: float = 1e-4, threshold: float = 0.6,
-                min_cluster: int = 3) -> Analysis:
+                min_cluster: int = 3, label_with: Any = None) -> Analysis:
         """Neurons behind `target` as the next token after `position` (default: the last), grouped."""
         prompt = self.prompt(text, chat=chat)
         pos = prompt.position(position)
@@ -73,7 +78,12 @@ class Monitor:
         else:
             raise NeurodbgError(f"unknown mode {mode!r}; choose attribution or activation")
         neurons_behind.describe_findings(report, self.view)
-        return Analysis(prompt, report, self.clusters(report, threshold=threshold, min_size=min_cluster))
+        groups = self.clusters(report, threshold=threshold, min_size=min_cluster)
+        if label_with is not None and groups:   # a chat backend (see cluster_labels.chat_backend)
+            from neurodbg.analyze.cluster_labels import llm_labels
+
+            llm_labels(groups, [f.description or "" for f in report.findings], label_with)
+        return Analysis(prompt, report, groups)
 
     def clusters(self, report: NeuronReport, *, threshold: float = 0.6, min_size: int = 3) -> list[Cluster]:
         if self.view is None or not report.findings:

@@ -39,3 +39,15 @@ def token_view(model: Model, text: str | Prompt, *, k: int = 5, chat: bool = Fal
         nxt = float(probs[i, ids[i + 1]]) if i + 1 < prompt.length else None
         out.append(Position(i, prompt.tokens[i], prompt.template[i], entries, nxt))
     return out
+
+
+def generate_view(model: Model, text: str | Prompt, *, max_new_tokens: int = 20, k: int = 5, chat: bool = False
+                  ) -> tuple[list[Position], int]:
+    """Greedy generation, then the token view over prompt + generated tokens.
+    Returns the positions and the index of the first generated token."""
+    prompt = text if isinstance(text, Prompt) else prepare(model, text, chat=chat)
+    with model.trace() as tr:
+        ids = tr.generate(prompt.ids, max_new_tokens=max_new_tokens).cpu()
+    generated = int(ids.shape[1]) - prompt.length
+    full = Prompt(ids, prompt.tokens + model.tokens(ids[0, prompt.length:]), prompt.template + [False] * generated)
+    return token_view(model, full, k=k), prompt.length

@@ -34,6 +34,9 @@ def analyze(
     rank: Annotated[str, typer.Option(help="attribution: abs, pos (raise the target) or neg.")] = "abs",
     include_template: Annotated[bool, typer.Option(help="Count chat-template tokens too.")] = False,
     threshold: Annotated[float, typer.Option(help="Cluster cut: cosine distance.")] = 0.6,
+    label_with: Annotated[str | None, typer.Option(help="Also label clusters with local:MODEL or openai:MODEL.")]
+    = None,
+    api_base: Annotated[str | None, typer.Option(help="openai: base URL for --label-with.")] = None,
     chat: ChatOpt = False,
     show: Annotated[int, typer.Option(min=0, help="Neurons printed (all go to --json).")] = 20,
     json_out: JsonOpt = False,
@@ -44,8 +47,14 @@ def analyze(
         raise NeurodbgError(f"unknown mode {mode!r}; choose attribution or activation")
     if rank not in ("abs", "pos", "neg"):
         raise NeurodbgError(f"rank must be abs, pos or neg (got {rank!r})")
+    backend = None
+    if label_with is not None:
+        from neurodbg.analyze.cluster_labels import chat_backend
+
+        backend = chat_backend(label_with, api_base=api_base)
     result = monitor.analyze(prompt, target=target, position=position, chat=chat, mode=mode, top=top,
-                             include_template=include_template, rank=rank, threshold=threshold)
+                             include_template=include_template, rank=rank, threshold=threshold,
+                             label_with=backend)
     data = result.to_dict()
     if json_out:
         emit_json(data)
@@ -53,8 +62,9 @@ def analyze(
     console.print(f"next token after position {data['position']} ({data['tokens'][data['position']]!r}): "
                   f"{data['target_token']!r}, log p = {data['logprob']:.3f}; mode {data['mode']}", markup=False)
     for c in data["clusters"]:
+        llm = f" [LLM: {c['llm_label']}]" if c.get("llm_label") else ""
         console.print(f"cluster ({c['size']} neurons, coherence {c['coherence']:.2f}, total {c['total']:+.3f}): "
-                      f"{c['label']}", markup=False)
+                      f"{c['label']}{llm}", markup=False)
     for f in data["neurons"][:show]:
         desc = f["description"] or "(no description)"
         score = "" if f["score"] is None else f" [score {f['score']:.2f}]"
@@ -110,3 +120,26 @@ def steer(
     if data["delta_logprob"] is not None:
         console.print(f"log p({target!r}): {data['baseline_logprob']:.4f} -> {data['steered_logprob']:.4f} "
                       f"(Δ {data['delta_logprob']:+.4f})", markup=False)
+
+
+def tokens(
+    prompt: Annotated[str, typer.Argument(help="The prompt.")],
+    model: ModelOpt = "default",
+    k: Annotated[int, typer.Option(min=1, max=50, help="Next-token candidates per position.")] = 5,
+    generate: Annotated[int, typer.Option(min=0, max=512, help="Also generate this many tokens.")] = 0,
+    chat: ChatOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Token view: at every position (prompt, and generated with --generate), the top-k next tokens."""
+    monitor = _monitor(model, None, json_out)
+    if generate:
+        positions, start = monitor.generate(prompt, chat=chat, k=k, max_new_tokens=generate)
+    else:
+        positions, start = monitor.tokens(prompt, chat=chat, k=k), None
+    if json_out:
+        emit_json({"generated_from": start, "positions": [p.to_dict() for p in positions]})
+        return
+    for p in positions:
+        mark = "*" if start is not None and p.index >= start else " "
+        top = ", ".join(f"{t['token']!r} {t['prob']:.3f}" for t in p.to_dict()["top"])
+        console.print(f"{mark}{p.index:>4} {p.token!r:<16} -> {top}", markup=False)

@@ -16,7 +16,6 @@ from neurodbg.errors import AtlasError, NeurodbgError
 from neurodbg.search.embedder import DIMENSIONS, embed
 from neurodbg.search.index import DescriptionIndex, Hit
 
-
 _LEADS = ("Fires on the tokens ", "Goes negative on the tokens ", "Fires on ", "Goes negative on ")
 
 
