@@ -154,6 +154,8 @@ def activation(model: Model, prompt: Prompt, position: int, target: int, view: A
     report = NeuronReport("activation", position, target, model.tokenizer.decode([target]), logprob)
     candidates: list[tuple[float, int, int, str, int]] = []
     for name, layer in zip(names, layers, strict=True):
+        if layer not in view.layers:       # the atlas did not scan this layer
+            continue
         acts = tr[name][0][where].float().cpu().numpy()                 # [P, d]
         hi = np.where(upper[layer] > 0, acts / upper[layer], 0.0)       # only meaningful beyond a positive tail
         lo = np.where(lower[layer] < 0, acts / lower[layer], 0.0)
