@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from neurodbg.analyze.clusters import Cluster
@@ -15,17 +14,12 @@ PROMPT = ("These are descriptions of neurons in a language model that form one g
 
 
 def chat_backend(spec: str, *, api_base: str | None = None, api_key: str | None = None) -> Any:
-    from neurodbg.describe.chat_backends import LocalChat, OpenAIChat
+    from neurodbg.describe.chat_backends import open_chat
 
-    kind, _, name = spec.partition(":")
-    if kind == "local" and name:
-        return LocalChat(name)
-    if kind == "openai" and name:
-        base = api_base or os.environ.get("NEURODBG_OPENAI_BASE_URL") or os.environ.get(
-            "OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        key = api_key or os.environ.get("NEURODBG_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        return OpenAIChat(name, base, key)
-    raise NeurodbgError(f"unknown label backend {spec!r}; choose local:MODEL or openai:MODEL")
+    backend = open_chat(spec, api_base=api_base, api_key=api_key)
+    if backend is None:
+        raise NeurodbgError(f"unknown label backend {spec!r}; choose local:MODEL or openai:MODEL")
+    return backend
 
 
 def llm_labels(clusters: list[Cluster], texts: list[str], backend: Any, *, max_items: int = 10) -> None:

@@ -5,6 +5,7 @@ serve`, OpenAI)."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import torch
@@ -71,3 +72,20 @@ class OpenAIChat:
         if not isinstance(content, str):
             raise ExplainerError(f"{url} answered a chat completion without text content")
         return content
+
+
+def open_chat(spec: str, *, api_base: str | None = None, api_key: str | None = None, timeout: float = 60.0,
+              device: str | None = None) -> LocalChat | OpenAIChat | None:
+    """`local:MODEL` or `openai:MODEL` -> a chat backend; None for anything else. The OpenAI
+    endpoint and key default to NEURODBG_OPENAI_BASE_URL / NEURODBG_OPENAI_API_KEY, then OPENAI_*."""
+    kind, _, name = spec.partition(":")
+    if not name:
+        return None
+    if kind == "local":
+        return LocalChat(name, device=device)
+    if kind == "openai":
+        base = api_base or os.environ.get("NEURODBG_OPENAI_BASE_URL") or os.environ.get(
+            "OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        key = api_key or os.environ.get("NEURODBG_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
+        return OpenAIChat(name, base, key, timeout=timeout)
+    return None

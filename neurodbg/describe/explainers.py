@@ -3,7 +3,6 @@ the simulator that scores it."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,18 +31,12 @@ def make(spec: str, background: Background, options: LLMOptions | None = None) -
     if kind == "stat" and not name:
         return StatisticalExplainer(background), StatisticalSimulator(background)
     if kind in ("local", "openai") and name:
-        from neurodbg.describe.chat_backends import LocalChat, OpenAIChat
+        from neurodbg.describe.chat_backends import open_chat
         from neurodbg.describe.llm_explainer import LLMExplainer
         from neurodbg.describe.llm_simulator import LLMSimulator
 
-        backend: Any
-        if kind == "local":
-            backend = LocalChat(name, device=options.device)
-        else:
-            base = options.api_base or os.environ.get("NEURODBG_OPENAI_BASE_URL") or os.environ.get(
-                "OPENAI_BASE_URL") or "https://api.openai.com/v1"
-            key = options.api_key or os.environ.get("NEURODBG_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY")
-            backend = OpenAIChat(name, base, key, timeout=options.timeout)
+        backend: Any = open_chat(spec, api_base=options.api_base, api_key=options.api_key,
+                                 timeout=options.timeout, device=options.device)
         explainer = LLMExplainer(backend, background.decode, candidates=options.candidates,
                                  temperature=options.temperature)
         sim_model = backend.model if kind == "local" and name == options.simulator_model else None
