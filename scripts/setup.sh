@@ -15,3 +15,11 @@ fi
 "${PIP[@]}" install -e ".[test]"
 .venv/bin/neurodbg models pull default
 .venv/bin/neurodbg corpus pull default
+# the browser tests drive Debian's Chromium through Playwright (no browser download)
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: Chromium is missing; the browser tests need it (Debian: sudo apt-get install chromium)" >&2
+  fi
+fi

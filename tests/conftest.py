@@ -48,3 +48,18 @@ def described_atlas(small_atlas: Path, default_model) -> Path:
     assert summary.described == 2 * 1536 * 2 and summary.skipped == 0
     store.close()
     return small_atlas
+
+
+@pytest.fixture(scope="session")
+def served(default_model, described_atlas: Path):
+    """The web app over the default model and the described small atlas, on a real HTTP server.
+    Tight limits keep generation short (the fuzzer and the browser tests ask for a lot)."""
+    from serving import running
+
+    from neurodbg.analyze.monitor import Monitor
+    from neurodbg.serve import Limits, create_app
+
+    app = create_app(Monitor(default_model, described_atlas),
+                     limits=Limits(max_new_tokens=24, max_prompt_tokens=384, max_attention_tokens=128))
+    with running(app) as url:
+        yield url

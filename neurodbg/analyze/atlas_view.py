@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,15 @@ class AtlasView:
                 if value is not None:
                     self._quantiles[key][layer, neuron] = value
         self._descriptions: dict[tuple[int, int, str], Description] | None = None
+        self._search: Any = None
+
+    def search(self) -> Any:
+        """The description search index, loaded once (an `AtlasSearch`)."""
+        if self._search is None:
+            from neurodbg.search.atlas_search import AtlasSearch
+
+            self._search = AtlasSearch(self.store)
+        return self._search
 
     def quantile(self, level: float, polarity: str = "+") -> np.ndarray:
         """[layers, neurons] values of one tail level (e.g. 1e-4, '+' upper, '-' lower)."""

@@ -45,9 +45,10 @@ def lens_logits(model: Model, prompt: Prompt) -> torch.Tensor:
     return torch.stack([unembed(norm(tr[n]))[0] for n in names]).float()
 
 
-def logit_lens(model: Model, prompt: Prompt, position: int, *, target: int | None = None, k: int = 5
-               ) -> list[LensLayer]:
-    logits = lens_logits(model, prompt)[:, position]             # [layers, vocab]
+def logit_lens(model: Model, prompt: Prompt, position: int, *, target: int | None = None, k: int = 5,
+               logits: torch.Tensor | None = None) -> list[LensLayer]:
+    """`logits`: `lens_logits(model, prompt)` when the caller already has them (one unembedding, two views)."""
+    logits = (lens_logits(model, prompt) if logits is None else logits)[:, position]      # [layers, vocab]
     probs = torch.softmax(logits, dim=-1)
     out = []
     for layer in range(logits.shape[0]):
@@ -60,3 +61,32 @@ def logit_lens(model: Model, prompt: Prompt, position: int, *, target: int | Non
             rank = int((logits[layer] > logits[layer, target]).sum()) + 1
         out.append(LensLayer(layer, entries, rank, prob))
     return out
+
+
+@dataclass
+class LensGrid:
+    """The lens at every layer and position: each cell's top token and its probability,
+    and (with a target) the target's probability — the classic logit-lens heatmap."""
+    tokens: list[str]
+    top_tokens: list[list[str]]          # [layers][positions]
+    top_probs: list[list[float]]
+    target: int | None = None
+    target_probs: list[list[float]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tokens": self.tokens, "top_tokens": self.top_tokens,
+                "top_probs": [[round(p, 5) for p in row] for row in self.top_probs], "target": self.target,
+                "target_probs": None if self.target_probs is None
+                else [[round(p, 5) for p in row] for row in self.target_probs]}
+
+
+def lens_grid(model: Model, prompt: Prompt, *, target: int | None = None, logits: torch.Tensor | None = None
+              ) -> LensGrid:
+    probs = torch.softmax(lens_logits(model, prompt) if logits is None else logits, dim=-1)   # [layers, T, vocab]
+    best = probs.max(dim=-1)
+    decode = model.tokenizer.decode
+    top_tokens = [[decode([int(i)]) for i in row] for row in best.indices]
+    grid = LensGrid(prompt.tokens, top_tokens, best.values.tolist())
+    if target is not None:
+        grid.target, grid.target_probs = target, probs[:, :, target].tolist()
+    return grid

@@ -4,6 +4,7 @@ the web app only call this."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -12,15 +13,22 @@ import numpy as np
 
 from neurodbg.analyze import neurons_behind
 from neurodbg.analyze.atlas_view import AtlasView
+from neurodbg.analyze.attention import attention_patterns
 from neurodbg.analyze.clusters import Cluster, cluster
+from neurodbg.analyze.logit_lens import LensGrid, LensLayer, lens_grid, lens_logits, logit_lens
+from neurodbg.analyze.neuron_page import neuron_page
 from neurodbg.analyze.neurons_behind import Mode, NeuronReport
-from neurodbg.analyze.prompt import Prompt, prepare, single_token
-from neurodbg.analyze.steering import SteeringResult, SteeringSpec, resolve, steer
+from neurodbg.analyze.prompt import Prompt, from_ids, prepare, prepare_messages, single_token
+from neurodbg.analyze.steering import Progress, SteeringResult, SteeringSpec, resolve, select, steer
+from neurodbg.analyze.streaming import StreamedToken, stream_greedy
 from neurodbg.analyze.token_view import Position, generate_view, token_view
 from neurodbg.atlas.store import AtlasStore
-from neurodbg.errors import NeurodbgError
+from neurodbg.errors import NeurodbgError, PromptError
 from neurodbg.model import Model
+from neurodbg.search.index import Hit
 from neurodbg.trace.interventions import Intervention
+
+Text = str | Prompt       # a prompt as text, or one already prepared (from ids or a conversation)
 
 
 @dataclass
@@ -46,18 +54,39 @@ class Monitor:
             raise NeurodbgError(f"{what} needs an atlas (--atlas DIR)")
         return self.view
 
-    def prompt(self, text: str, *, chat: bool = False) -> Prompt:
-        return prepare(self.model, text, chat=chat)
+    def prompt(self, text: Text, *, chat: bool = False) -> Prompt:
+        return text if isinstance(text, Prompt) else prepare(self.model, text, chat=chat)
 
-    def tokens(self, text: str, *, chat: bool = False, k: int = 5) -> list[Position]:
+    def conversation(self, messages: list[dict[str, str]]) -> Prompt:
+        """A multi-turn chat, rendered for the assistant's next turn."""
+        return prepare_messages(self.model, messages)
+
+    def from_ids(self, ids: list[int], template: list[bool] | None = None) -> Prompt:
+        return from_ids(self.model, ids, template)
+
+    def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, k: int = 5,
+               cancelled: Any = lambda: False) -> Iterator[StreamedToken]:
+        """Greedy generation, one token at a time (each with the top-k it was chosen from)."""
+        return stream_greedy(self.model, prompt, max_new_tokens=max_new_tokens, k=k, cancelled=cancelled)
+
+    def tokens(self, text: Text, *, chat: bool = False, k: int = 5) -> list[Position]:
         return token_view(self.model, self.prompt(text, chat=chat), k=k)
 
-    def generate(self, text: str, *, chat: bool = False, k: int = 5, max_new_tokens: int = 20
+    def generate(self, text: Text, *, chat: bool = False, k: int = 5, max_new_tokens: int = 20
                  ) -> tuple[list[Position], int]:
         """Generate greedily; the token view over prompt and generated tokens, and where generation starts."""
         return generate_view(self.model, self.prompt(text, chat=chat), k=k, max_new_tokens=max_new_tokens)
 
-    def analyze(self, text: str, *, target: str | None = None, position: int | None = None, chat: bool = False,
+    def _target(self, target: str | int) -> int:
+        """A target token given as text (exactly one token) or as an id."""
+        if isinstance(target, str):
+            return single_token(self.model, target)
+        vocab = len(self.model.tokenizer) if self.model.tokenizer is not None else 0
+        if not 0 <= target < vocab:
+            raise PromptError(f"target id {target} is outside the vocabulary (0-{vocab - 1})")
+        return target
+
+    def analyze(self, text: Text, *, target: str | int | None = None, position: int | None = None, chat: bool = False,
                 mode: Mode = "attribution", top: int = 100, include_template: bool = False,
                 rank: Literal["abs", "pos", "neg"] = "abs", level: float = 1e-4, threshold: float = 0.6,
                 min_cluster: int = 3, label_with: Any = None) -> Analysis:
@@ -68,7 +97,7 @@ class Monitor:
             top1 = token_view(self.model, prompt, k=1)[pos].top[0]
             target_id = top1[1]
         else:
-            target_id = single_token(self.model, target)
+            target_id = self._target(target)
         if mode == "attribution":
             report = neurons_behind.attribution(self.model, prompt, pos, target_id, top=top,
                                                 include_template=include_template, rank=rank)
@@ -96,8 +125,55 @@ class Monitor:
     def steering(self, spec: SteeringSpec) -> list[Intervention]:
         return resolve(spec, self._need_atlas("steering"), self.model)
 
-    def steer(self, text: str, interventions: list[Intervention], *, target: str | None = None,
-              chat: bool = False, max_new_tokens: int = 20) -> SteeringResult:
+    def steer(self, text: Text, interventions: list[Intervention], *, target: str | int | None = None,
+              chat: bool = False, max_new_tokens: int = 20, progress: Progress | None = None) -> SteeringResult:
         prompt = self.prompt(text, chat=chat)
-        target_id = single_token(self.model, target) if target is not None else None
-        return steer(self.model, prompt, interventions, target=target_id, max_new_tokens=max_new_tokens)
+        target_id = self._target(target) if target is not None else None
+        return steer(self.model, prompt, interventions, target=target_id, max_new_tokens=max_new_tokens,
+                     progress=progress)
+
+    def preview(self, spec: SteeringSpec) -> list[dict[str, Any]]:
+        """The neurons a spec selects, with descriptions and the value each would be set to."""
+        view = self._need_atlas("steering")
+        described = view.descriptions()
+        out = []
+        for layer, neuron, polarity in select(spec, view):
+            q = float(view.quantile(spec.level, polarity)[layer, neuron])
+            d = described.get((layer, neuron, polarity))
+            out.append({"id": f"L{layer}/N{neuron}{polarity}", "layer": layer, "neuron": neuron,
+                        "polarity": polarity, "quantile": None if q != q else q,
+                        "value": None if q != q else spec.value * q,
+                        "description": d.text if d else None, "score": d.score if d else None})
+        return out
+
+    def search(self, query: str, k: int = 20, *, layers: tuple[int, int] | None = None,
+               polarity: str | None = None, min_score: float | None = None) -> list[Hit]:
+        return self._need_atlas("search").search().search(query, k, layers=layers, polarity=polarity,
+                                                          min_score=min_score)
+
+    def neuron(self, layer: int, neuron: int, *, candidates: bool = False) -> dict[str, Any]:
+        return neuron_page(self._need_atlas("the neuron page").store, self.model, layer, neuron,
+                           candidates=candidates)
+
+    def lens(self, text: Text, *, position: int | None = None, target: str | int | None = None, k: int = 5,
+             chat: bool = False) -> list[LensLayer]:
+        prompt = self.prompt(text, chat=chat)
+        target_id = self._target(target) if target is not None else None
+        return logit_lens(self.model, prompt, prompt.position(position), target=target_id, k=k)
+
+    def lens_grid(self, text: Text, *, target: str | int | None = None, chat: bool = False) -> LensGrid:
+        target_id = self._target(target) if target is not None else None
+        return lens_grid(self.model, self.prompt(text, chat=chat), target=target_id)
+
+    def lens_view(self, text: Text, *, position: int | None = None, target: str | int | None = None, k: int = 5,
+                  chat: bool = False) -> tuple[list[LensLayer], LensGrid]:
+        """Both lens views from one unembedding of every layer."""
+        prompt = self.prompt(text, chat=chat)
+        target_id = self._target(target) if target is not None else None
+        logits = lens_logits(self.model, prompt)
+        return (logit_lens(self.model, prompt, prompt.position(position), target=target_id, k=k, logits=logits),
+                lens_grid(self.model, prompt, target=target_id, logits=logits))
+
+    def attention(self, text: Text, layer: int, *, chat: bool = False) -> np.ndarray:
+        """[heads, T, T] attention weights of one layer."""
+        return attention_patterns(self.model, self.prompt(text, chat=chat), [layer])[layer].numpy()

@@ -105,8 +105,10 @@ def activations_and_grads(model: Model, prompt: Prompt, position: int, target: i
     return values, grads, float(logprobs[target].detach())
 
 
-def counted_positions(prompt: Prompt, position: int, include_template: bool) -> torch.Tensor:
-    keep = [i for i in range(position + 1) if include_template or not prompt.template[i]]
+def counted_positions(prompt: Prompt, position: int, include_template: bool, *, skip_first: bool = False
+                      ) -> torch.Tensor:
+    keep = [i for i in range(position + 1) if (include_template or not prompt.template[i])
+            and not (skip_first and i == 0 and position > 0)]
     if not keep:
         raise NeurodbgError("no positions left to analyse once chat-template tokens are excluded")
     return torch.tensor(keep)
@@ -148,7 +150,9 @@ def activation(model: Model, prompt: Prompt, position: int, target: int, view: A
     with model.trace(capture=names) as tr:
         out = tr.forward({"input_ids": ids})
     logprob = float(torch.log_softmax(out.logits[0, position].float(), dim=-1)[target])
-    where = counted_positions(prompt, position, include_template)
+    # position 0 is the attention sink, with outlier activations the scan never counted (skip_first):
+    # against the atlas's quantiles it would always look exceptional
+    where = counted_positions(prompt, position, include_template, skip_first=True)
     layers = [int(s.layer or 0) for s in model.resolve(names)]
     upper, lower = view.quantile(level, "+"), view.quantile(level, "-")
     report = NeuronReport("activation", position, target, model.tokenizer.decode([target]), logprob)

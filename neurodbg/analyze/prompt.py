@@ -41,6 +41,50 @@ def prepare(model: Model, text: str, *, chat: bool = False) -> Prompt:
     return Prompt(ids, tokens, template)
 
 
+def from_ids(model: Model, ids: list[int], template: list[bool] | None = None) -> Prompt:
+    """A prompt from token ids (e.g. a conversation the web app streamed), checked against the vocabulary."""
+    if model.tokenizer is None:
+        raise NeurodbgError(f"{model.name} has no tokenizer")
+    if not ids:
+        raise PromptError("the prompt is empty")
+    vocab = len(model.tokenizer)
+    bad = next((i for i in ids if not 0 <= i < vocab), None)
+    if bad is not None:
+        raise PromptError(f"token id {bad} is outside the vocabulary (0-{vocab - 1})")
+    limit = model.max_length
+    if limit is not None and len(ids) > limit:
+        raise PromptError(f"the prompt has {len(ids)} tokens; {model.name} accepts at most {limit}")
+    if template is not None and len(template) != len(ids):
+        raise PromptError(f"template has {len(template)} flags for {len(ids)} tokens")
+    tensor = torch.tensor([ids], dtype=torch.long)
+    return Prompt(tensor, model.tokens(tensor[0]), list(template) if template is not None else [False] * len(ids))
+
+
+def prepare_messages(model: Model, messages: list[dict[str, str]]) -> Prompt:
+    """A multi-turn conversation through the chat template, ready for the assistant's next turn.
+    Template positions are those outside every message's text."""
+    tok = model.tokenizer
+    if tok is None:
+        raise NeurodbgError(f"{model.name} has no tokenizer")
+    if not messages or not any(m["content"].strip() for m in messages):
+        raise PromptError("the conversation is empty")
+    rendered = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    enc = tok(rendered, return_offsets_mapping=True, add_special_tokens=False)
+    ids = enc["input_ids"]
+    limit = model.max_length
+    if limit is not None and len(ids) > limit:
+        raise PromptError(f"the conversation has {len(ids)} tokens; {model.name} accepts at most {limit}")
+    spans, cursor = [], 0
+    for m in messages:       # each message's text, found in order in the rendered conversation
+        start = rendered.find(m["content"], cursor)
+        if start >= 0 and m["content"]:
+            spans.append((start, start + len(m["content"])))
+            cursor = start + len(m["content"])
+    template = [not any(a >= s and b <= e and b > a for s, e in spans) for a, b in enc["offset_mapping"]]
+    tensor = torch.tensor([ids], dtype=torch.long)
+    return Prompt(tensor, model.tokens(tensor[0]), template)
+
+
 def _template_mask(model: Model, text: str, ids: torch.Tensor) -> list[bool]:
     """Template positions: those whose characters lie outside the user's message in the rendered chat."""
     tok = model.tokenizer

@@ -9,11 +9,13 @@ intervention data (one `set` per layer), so a resolved spec replays anywhere
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from transformers.generation.streamers import BaseStreamer
 
 from neurodbg.analyze.atlas_view import AtlasView
 from neurodbg.analyze.prompt import Prompt
@@ -57,9 +59,7 @@ def select(spec: SteeringSpec, view: AtlasView) -> list[tuple[int, int, str]]:
                                     f"neurons 0-{view.width - 1})")
             out.append((layer, neuron, polarity or spec.polarity or "+"))
         return out
-    from neurodbg.search.atlas_search import AtlasSearch
-
-    hits = AtlasSearch(view.store).search(spec.query or "", spec.k, polarity=spec.polarity,
+    hits = view.search().search(spec.query or "", spec.k, polarity=spec.polarity,
                                           min_score=spec.min_score)
     if not hits:
         raise NeurodbgError(f"no described neuron matches {spec.query!r} with these filters")
@@ -116,15 +116,36 @@ def target_logprob(model: Model, prompt: Prompt, target: int, interventions: lis
     return float(torch.log_softmax(out.logits[0, -1].float(), dim=-1)[target])
 
 
+Progress = Callable[[str, int], None]      # (stage "baseline" | "steered", tokens generated so far)
+
+
+class _CountingStreamer(BaseStreamer):
+    """Reports each generated token; `generate` first hands it the prompt, which is not counted."""
+
+    def __init__(self, stage: str, progress: Progress) -> None:
+        self.stage, self.progress, self.count = stage, progress, -1
+
+    def put(self, value: torch.Tensor) -> None:
+        self.count += 1
+        if self.count:
+            self.progress(self.stage, self.count)
+
+    def end(self) -> None:
+        pass
+
+
 def steer(model: Model, prompt: Prompt, interventions: list[Intervention], *, target: int | None = None,
-          max_new_tokens: int = 20) -> SteeringResult:
-    """Greedy generation without and with the interventions, plus the target's log-prob change."""
-    def generate(edits: list[Intervention]) -> str:
+          max_new_tokens: int = 20, progress: Progress | None = None) -> SteeringResult:
+    """Greedy generation without and with the interventions, plus the target's log-prob change.
+    `progress` is called after every generated token (it may raise to abandon the run)."""
+    def generate(edits: list[Intervention], stage: str) -> str:
+        extra: dict[str, Any] = {"streamer": _CountingStreamer(stage, progress)} if progress is not None else {}
         with model.trace(interventions=edits) as tr:
-            out = tr.generate(prompt.ids, max_new_tokens=max_new_tokens)
+            out = tr.generate(prompt.ids, max_new_tokens=max_new_tokens, **extra)
         return model.tokenizer.decode(out[0, prompt.length:], skip_special_tokens=True)
 
-    result = SteeringResult(prompt.length, generate([]), generate(interventions), interventions, target)
+    result = SteeringResult(prompt.length, generate([], "baseline"), generate(interventions, "steered"),
+                            interventions, target)
     if target is not None:
         result.baseline_logprob = target_logprob(model, prompt, target, [])
         result.steered_logprob = target_logprob(model, prompt, target, interventions)

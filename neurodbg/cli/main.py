@@ -16,6 +16,7 @@ from neurodbg.cli import (
     models_cmd,
     monitor_cmd,
     scan_cmd,
+    serve_cmd,
     trace_cmd,
 )
 from neurodbg.errors import NeurodbgError
@@ -34,6 +35,7 @@ app.command("lens")(lens_cmd.lens)
 app.command("attention")(lens_cmd.attention)
 app.command("patch")(lens_cmd.patch)
 app.command("vector")(lens_cmd.vector)
+app.command("serve")(serve_cmd.serve)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(corpus_cmd.app, name="corpus")
 app.add_typer(atlas_cmd.app, name="atlas")

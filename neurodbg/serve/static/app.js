@@ -1,0 +1,677 @@
+// neurodbg web app: a thin view over the HTTP API. Every piece of model or corpus
+// text reaches the page through textContent (never innerHTML), so tokens such as
+// <script> are shown, not run.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const fmt = (x, digits = 3) => (x === null || x === undefined || Number.isNaN(x) ? "n/a" : Number(x).toFixed(digits));
+const pct = (p) => (p === null || p === undefined ? "n/a" : (100 * p).toFixed(1) + "%");
+const quoted = (t) => JSON.stringify(t);
+
+// -- state -------------------------------------------------------------------------------------
+const state = {
+  info: null,
+  messages: [],        // chat turns so far (chat-template mode)
+  ids: [], tokens: [], template: [],
+  positions: [],       // token view: per position, the top next tokens
+  chosenFrom: {},      // index -> top-k the streamed token was chosen from
+  start: null,         // first generated index of the last reply
+  selected: null,      // clicked token index
+  steerSaved: null,    // resolved spec JSON (from preview or apply), for Save
+  steerLoaded: null,   // a loaded spec (interventions JSON), replayed by Apply
+  generating: null,    // AbortController of the running chat stream
+  attention: null,
+  analysisSeq: 0,
+};
+
+// -- plumbing ----------------------------------------------------------------------------------
+function showError(message) {
+  const box = $("#error");
+  box.textContent = message;
+  box.hidden = false;
+  clearTimeout(showError.timer);
+  showError.timer = setTimeout(() => { box.hidden = true; }, 8000);
+}
+
+const progress = {
+  started: 0, timer: null,
+  show(label, fraction) {
+    const box = $("#progress");
+    box.hidden = false;
+    box.classList.toggle("indeterminate", fraction === null);
+    box.querySelector(".fill").style.width = fraction === null ? "30%" : `${Math.round(100 * fraction)}%`;
+    if (!this.timer) {
+      this.started = performance.now();
+      this.timer = setInterval(() => this.tick(), 200);
+    }
+    this.label = label;
+    this.tick();
+  },
+  tick() {
+    const secs = ((performance.now() - this.started) / 1000).toFixed(1);
+    $("#progress .label").textContent = `${this.label} · ${secs} s`;
+  },
+  hide() {
+    clearInterval(this.timer);
+    this.timer = null;
+    $("#progress").hidden = true;
+  },
+};
+
+async function api(path, body, label) {
+  progress.show(label || "working", null);
+  try {
+    const response = await fetch(path, body === undefined ? {} : {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    const data = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+    if (!response.ok) throw new Error(data.detail || `HTTP ${response.status}`);
+    return data;
+  } finally {
+    progress.hide();
+  }
+}
+
+// POST, then read newline-delimited JSON events as they arrive.
+async function stream(path, body, onEvent, signal) {
+  const response = await fetch(path, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal,
+  });
+  if (!response.ok) {
+    const data = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+    throw new Error(data.detail || `HTTP ${response.status}`);
+  }
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 1);
+      if (!line.trim()) continue;
+      const event = JSON.parse(line);
+      if (event.type === "error") throw new Error(event.detail);
+      onEvent(event);
+    }
+  }
+}
+
+function showTab(name) {
+  for (const button of document.querySelectorAll(".tabs button")) {
+    button.classList.toggle("active", button.dataset.tab === name);
+  }
+  for (const tab of document.querySelectorAll(".tab")) tab.hidden = tab.id !== `tab-${name}`;
+  if (name === "lens" && state.ids.length) runLens();
+  if (name === "attention" && state.ids.length) runAttention();
+}
+
+function neuronLink(id) {
+  return el("a", { class: "nid", onclick: () => openNeuron(id) }, id);
+}
+
+// -- conversation ------------------------------------------------------------------------------
+function renderConversation() {
+  const box = $("#conversation");
+  box.replaceChildren();
+  state.tokens.forEach((token, i) => box.append(tokenSpan(token, i)));
+  box.scrollTop = box.scrollHeight;
+}
+
+function tokenSpan(token, i) {
+  const classes = ["tok"];
+  if (state.template[i]) classes.push("template");
+  if (state.start !== null && i >= state.start) classes.push("generated");
+  if (i === state.selected) classes.push("selected");
+  if (token.includes("\n")) classes.push("nl");
+  return el("span", { class: classes.join(" "), dataset: { i: String(i) } }, token);
+}
+
+function conversationInput(upTo) {
+  const end = upTo === undefined ? state.ids.length : upTo;
+  return { ids: state.ids.slice(0, end), template: state.template.slice(0, end) };
+}
+
+async function send(event) {
+  event.preventDefault();
+  if (state.generating) { state.generating.abort(); return; }
+  const text = $("#chat-input").value;
+  if (!text.trim()) return;
+  const chatMode = $("#chat-mode").checked;
+  const input = chatMode
+    ? { messages: [...state.messages, { role: "user", content: text }] }
+    : { text };
+  const maxNew = Number($("#max-new").value) || 40;
+  const controller = new AbortController();
+  state.generating = controller;
+  $("#send").textContent = "Stop";
+  let generated = [];
+  progress.show("generating 0 tokens", 0);
+  try {
+    await stream("/api/chat", { input, max_new_tokens: maxNew }, (ev) => {
+      if (ev.type === "prompt") {
+        Object.assign(state, { ids: ev.ids, tokens: ev.tokens, template: ev.template, positions: [],
+                               chosenFrom: {}, start: ev.ids.length, selected: null });
+        renderConversation();
+      } else if (ev.type === "token") {
+        state.ids.push(ev.id); state.tokens.push(ev.token); state.template.push(false);
+        state.chosenFrom[ev.index] = ev.top;
+        generated.push(ev.token);
+        $("#conversation").append(tokenSpan(ev.token, ev.index));
+        $("#conversation").scrollTop = $("#conversation").scrollHeight;
+        progress.show(`generating ${generated.length} tokens`, generated.length / maxNew);
+      } else if (ev.type === "done") {
+        Object.assign(state, { ids: ev.ids, template: ev.template, positions: ev.positions, start: ev.start });
+        state.tokens = ev.positions.map((p) => p.token);
+        renderConversation();
+      }
+    }, controller.signal);
+    if (chatMode) {
+      state.messages = input.messages;
+      const end = isStop(state.tokens.length - 1) ? state.tokens.length - 1 : state.tokens.length;
+      state.messages.push({ role: "assistant", content: state.tokens.slice(state.start, end).join("") });
+    }
+    $("#chat-input").value = "";
+  } catch (err) {
+    if (err.name !== "AbortError") showError(err.message);
+  } finally {
+    state.generating = null;
+    $("#send").textContent = "Send";
+    progress.hide();
+    updateSteerContext();
+  }
+}
+
+function isStop(i) {   // the end-of-turn token that closed the reply (e.g. <|im_end|>)
+  return i >= state.start && /^<\|.*\|>$/.test(state.tokens[i] || "");
+}
+
+function resetConversation() {
+  Object.assign(state, { messages: [], ids: [], tokens: [], template: [], positions: [], chosenFrom: {},
+                         start: null, selected: null });
+  renderConversation();
+  updateSteerContext();
+}
+
+function topTable(entries, highlightId) {
+  return el("table", {}, entries.map((e) => el("tr", {},
+    el("td", {}, quoted(e.token)), el("td", {}, pct(e.prob)), el("td", {}, e.id === highlightId ? "◀" : ""))));
+}
+
+function showTooltip(span, x, y) {
+  const i = Number(span.dataset.i);
+  const tip = $("#tooltip");
+  const parts = [el("div", {}, `#${i} ${quoted(state.tokens[i])} (id ${state.ids[i]})`)];
+  const before = state.chosenFrom[i] || (state.positions[i - 1] && state.positions[i - 1].top);
+  if (i > 0 && state.positions[i - 1] && state.positions[i - 1].actual_next_prob !== null) {
+    parts.push(el("div", { class: "head" }, `this token had p = ${pct(state.positions[i - 1].actual_next_prob)}`));
+  }
+  if (before) parts.push(el("div", { class: "head" }, "chosen among"), topTable(before, state.ids[i]));
+  if (state.positions[i]) parts.push(el("div", { class: "head" }, "next token"), topTable(state.positions[i].top));
+  else if (!before) parts.push(el("div", { class: "head" }, "(probabilities arrive when generation ends)"));
+  tip.replaceChildren(...parts);
+  tip.hidden = false;
+  tip.style.left = `${Math.min(x + 12, window.innerWidth - 330)}px`;
+  tip.style.top = `${Math.min(y + 12, window.innerHeight - tip.offsetHeight - 8)}px`;
+}
+
+function selectToken(i) {
+  if (state.generating) return;
+  if (i === 0) { showError("the first token has nothing before it to explain"); return; }
+  state.selected = i;
+  for (const span of document.querySelectorAll("#conversation .tok.selected")) span.classList.remove("selected");
+  const span = document.querySelector(`#conversation .tok[data-i="${i}"]`);
+  if (span) span.classList.add("selected");
+  updateSteerContext();
+  const active = document.querySelector(".tabs button.active").dataset.tab;
+  if (active === "lens") runLens();
+  else if (active === "attention") runAttention();
+  else { if (active !== "neurons") showTab("neurons"); runAnalysis(); }
+}
+
+// -- neurons behind a token --------------------------------------------------------------------
+async function runAnalysis() {
+  const i = state.selected;
+  if (i === null) return;
+  const mode = document.querySelector('input[name="mode"]:checked').value;
+  const ticket = ++state.analysisSeq;      // only the latest request may draw (clicks can overtake)
+  try {
+    const data = await api("/api/analyze", {
+      input: conversationInput(i), target_id: state.ids[i], mode, top: Number($("#top").value), rank: $("#rank").value,
+    }, `finding the neurons behind ${quoted(state.tokens[i])} (${mode})`);
+    if (ticket === state.analysisSeq) renderAnalysis(data);
+  } catch (err) { if (ticket === state.analysisSeq) showError(err.message); }
+}
+
+function neuronTable(rows) {
+  return el("table", { class: "data" },
+    el("tr", {}, el("th", {}, "neuron"), el("th", {}, "value"), el("th", {}, "act"), el("th", {}, "at"),
+      el("th", {}, "description"), el("th", {}, "score")),
+    rows.map((n) => el("tr", {},
+      el("td", {}, neuronLink(n.id)),
+      el("td", { class: `num ${n.value >= 0 ? "pos" : "neg"}` }, fmt(n.value)),
+      el("td", { class: "num" }, fmt(n.activation, 2)),
+      el("td", { class: "num" }, quoted(state.tokens[n.position] ?? "")),
+      el("td", {}, n.description ?? ""),
+      el("td", { class: "num" }, n.score === null ? "" : fmt(n.score, 2)))));
+}
+
+function renderAnalysis(data) {
+  const box = $("#analysis");
+  const p = Math.exp(data.logprob);
+  const parts = [
+    el("p", {}, `Why ${quoted(data.target_token)} after ${quoted(data.tokens[data.position])} (position ${data.position}): `,
+      el("strong", {}, `p = ${pct(p)}`), ` · log p ${fmt(data.logprob)} · ${data.mode}`),
+  ];
+  if (!data.clusters.length) {
+    parts.push(el("p", { class: "muted" }, state.info.atlas ? "No clusters (too few described neurons agree)."
+      : "Start the server with --atlas to label and cluster neurons."));
+  }
+  for (const c of data.clusters) {
+    const members = c.members.map((m) => data.neurons[m]);
+    parts.push(el("details", { class: "cluster" },
+      el("summary", {}, el("strong", {}, c.label || "(unlabelled)"),
+        ` · ${c.size} neurons · total `, el("span", { class: c.total >= 0 ? "pos" : "neg" }, fmt(c.total)),
+        ` · coherence ${fmt(c.coherence, 2)}`),
+      el("div", { class: "actions" },
+        el("button", { type: "button", onclick: () => steerWith(c.ids, 0) }, "Steer: ablate (λ = 0)"),
+        el("button", { type: "button", onclick: () => steerWith(c.ids, 2) }, "Steer: boost (λ = 2)")),
+      neuronTable(members)));
+  }
+  parts.push(el("details", { class: "cluster" }, el("summary", {}, `All ${data.neurons.length} neurons`),
+    el("div", { class: "actions" },
+      el("button", { type: "button", onclick: () => steerWith(data.neurons.map((n) => n.id), 0) }, "Steer: ablate all")),
+    neuronTable(data.neurons)));
+  box.replaceChildren(...parts);
+}
+
+// -- neuron page -------------------------------------------------------------------------------
+async function openNeuron(id, candidates = false) {
+  showTab("neuron");
+  $("#neuron-id").value = id;
+  try {
+    const data = await api(`/api/neuron?id=${encodeURIComponent(id)}&candidates=${candidates}`, undefined,
+                           `loading ${id}`);
+    renderNeuron(data, candidates);
+  } catch (err) { showError(err.message); }
+}
+
+function actColor(a, top, bottom) {
+  if (a > 0 && top > 0) return `rgba(220, 60, 40, ${Math.min(1, a / top).toFixed(3)})`;
+  if (a < 0 && bottom < 0) return `rgba(40, 100, 220, ${Math.min(1, a / bottom).toFixed(3)})`;
+  return "transparent";
+}
+
+function exemplarRow(ex, top, bottom) {
+  return el("div", { class: "exemplar" }, el("span", { class: "val" }, fmt(ex.value)),
+    ex.tokens.map((t, j) => {
+      const span = el("span", { title: `${quoted(t)}: ${fmt(ex.acts[j])}` }, t);
+      span.style.background = actColor(ex.acts[j], top, bottom);
+      return span;
+    }));
+}
+
+function histogram(hist) {
+  const canvas = el("canvas", { class: "hist", width: "520", height: "110" });
+  const ctx = canvas.getContext("2d");
+  const counts = hist.counts;
+  if (!counts.length) return el("p", { class: "muted" }, "no histogram");
+  const peak = Math.log1p(Math.max(...counts));
+  const w = canvas.width / counts.length;
+  ctx.fillStyle = "#36c";
+  counts.forEach((c, j) => {
+    const h = (Math.log1p(c) / peak) * 90;
+    ctx.fillRect(j * w, 95 - h, Math.max(1, w - 1), h);
+  });
+  ctx.fillStyle = "#445";
+  ctx.font = "10px sans-serif";
+  ctx.fillText(fmt(hist.edges[0]), 0, 108);
+  const label = fmt(hist.edges[hist.edges.length - 1]);
+  ctx.fillText(label, canvas.width - ctx.measureText(label).width, 108);
+  const zero = hist.edges.findIndex((e) => e >= 0);
+  if (zero > 0) { ctx.fillText("0", zero * w, 108); }
+  return el("div", {}, canvas, el("div", { class: "muted" }, "activation histogram (asinh-spaced bins, log counts)"));
+}
+
+function descriptionBlock(polarity, d, id) {
+  const title = polarity === "+" ? "What drives it up" : "What drives it down";
+  const parts = [el("h3", {}, title)];
+  if (!d.best) parts.push(el("p", { class: "muted" }, "not described"));
+  else {
+    parts.push(el("p", { class: "desc" }, d.best.text, " ",
+      el("span", { class: "score" }, `(score ${d.best.score === null ? "n/a" : fmt(d.best.score, 2)}, ${d.best.explainer})`)));
+    if (d.candidates) {
+      parts.push(el("ol", {}, d.candidates.map((c) => el("li", {}, c.text, " ",
+        el("span", { class: "score" }, `(score ${c.score === null ? "n/a" : fmt(c.score, 2)}, ${c.explainer})`)))));
+    } else if (d.count > 0) {
+      parts.push(el("button", { type: "button", onclick: () => openNeuron(id, true) },
+        `all scored candidates (${d.count})`));
+    }
+  }
+  return parts;
+}
+
+function renderNeuron(d) {
+  const top = d.max_value ?? 0;
+  const bottom = d.min_value ?? 0;
+  const section = (kind, title) => {
+    const rows = (d.exemplars[kind] || []).slice(0, 10);
+    return [el("h3", {}, title), ...(rows.length ? rows.map((ex) => exemplarRow(ex, top, bottom))
+      : [el("p", { class: "muted" }, "none")])];
+  };
+  const chips = (list) => list.map((t) => el("span", { class: "chip", title: fmt(t.value) }, t.token));
+  $("#neuron-page").replaceChildren(
+    el("h3", {}, `${d.id} · ${d.site}`),
+    el("p", {}, `over ${d.n_tokens.toLocaleString()} tokens: mean ${fmt(d.mean, 4)}, std ${fmt(d.std, 4)}, `
+      + `active ${pct(d.frac_active)}, max ${fmt(d.max_value)}, min ${fmt(d.min_value)}`),
+    el("p", { class: "muted" }, "tail quantiles: " + Object.entries(d.quantiles)
+      .map(([k, v]) => `${k}: ${v === null ? "n/a" : fmt(v)}`).join(", ")),
+    ...descriptionBlock("+", d.descriptions["+"], d.id),
+    ...descriptionBlock("-", d.descriptions["-"], d.id),
+    histogram(d.histogram),
+    el("h3", {}, "Promotes"), el("div", {}, chips(d.promoted)),
+    el("h3", {}, "Suppresses"), el("div", {}, chips(d.suppressed)),
+    ...section("+", "Top exemplars (max activation)"),
+    ...section("-", "Bottom exemplars (min activation)"),
+    ...section("r", "Random sequences"),
+  );
+}
+
+// -- steering ----------------------------------------------------------------------------------
+function steerWith(ids, value) {
+  $("#steer-neurons").value = ids.join(", ");
+  $("#steer-query").value = "";
+  $("#steer-value").value = String(value);
+  clearLoaded();
+  showTab("steer");
+}
+
+function specFromForm() {
+  const query = $("#steer-query").value.trim();
+  const neurons = $("#steer-neurons").value.split(/[\s,]+/).filter(Boolean);
+  const spec = {
+    k: Number($("#steer-k").value) || 50, value: Number($("#steer-value").value),
+    polarity: $("#steer-polarity").value || null, tokens: $("#steer-tokens").value,
+  };
+  if (query) spec.query = query; else spec.neurons = neurons;
+  if (!query && !neurons.length) throw new Error("give a concept query or neuron ids");
+  return spec;
+}
+
+function steerInput() {
+  if (state.selected !== null) {
+    return { input: conversationInput(state.selected), target_id: state.ids[state.selected] };
+  }
+  if (!state.ids.length) throw new Error("chat first: steering regenerates from the conversation");
+  return { input: conversationInput() };
+}
+
+function updateSteerContext() {
+  const box = $("#steer-context");
+  if (!state.ids.length) { box.textContent = "Chat first: steering regenerates from the conversation."; return; }
+  const end = state.selected ?? state.ids.length;
+  const tail = state.tokens.slice(Math.max(0, end - 12), end).join("");
+  box.textContent = state.selected !== null
+    ? `Regenerates after …${quoted(tail)}; target ${quoted(state.tokens[state.selected])} (the clicked token).`
+    : `Regenerates after the whole conversation (…${quoted(tail)}). Click a token to steer from there.`;
+}
+
+async function previewSteering() {
+  try {
+    const data = await api("/api/steer/preview", { spec: specFromForm() }, "matching neurons");
+    state.steerSaved = data.saved;
+    $("#steer-save").disabled = false;
+    $("#steer-preview-list").replaceChildren(el("h3", {}, `${data.neurons.length} neurons`),
+      el("table", { class: "data" }, el("tr", {}, el("th", {}, "neuron"), el("th", {}, "set to"),
+        el("th", {}, "description"), el("th", {}, "score")),
+      data.neurons.map((n) => el("tr", {}, el("td", {}, neuronLink(n.id)), el("td", { class: "num" }, fmt(n.value)),
+        el("td", {}, n.description ?? ""), el("td", { class: "num" }, n.score === null ? "" : fmt(n.score, 2))))));
+  } catch (err) { showError(err.message); }
+}
+
+async function applySteering(event) {
+  event.preventDefault();
+  let body;
+  try {
+    body = { ...steerInput(), max_new_tokens: Number($("#steer-max").value) || 20 };
+    const target = $("#steer-target").value;
+    if (target) { body.target = target; delete body.target_id; }
+    if (state.steerLoaded) body.interventions = state.steerLoaded; else body.spec = specFromForm();
+  } catch (err) { showError(err.message); return; }
+  progress.show("steering: baseline", 0);
+  try {
+    let result = null;
+    await stream("/api/steer", body, (ev) => {
+      if (ev.type === "progress") {
+        const half = ev.stage === "baseline" ? 0 : 0.5;
+        progress.show(`steering: ${ev.stage} ${ev.done}/${ev.total} tokens`, half + 0.5 * ev.done / ev.total);
+      } else if (ev.type === "result") result = ev;
+    });
+    if (result) renderSteering(result);
+  } catch (err) { showError(err.message); } finally { progress.hide(); }
+}
+
+function renderSteering(r) {
+  state.steerSaved = r.saved;
+  $("#steer-save").disabled = false;
+  const parts = [el("div", { class: "compare" },
+    el("div", {}, el("h4", {}, "Before"), r.baseline),
+    el("div", {}, el("h4", {}, `After (${r.neurons} neurons steered)`), r.steered))];
+  if (r.delta_logprob !== null) {
+    const before = Math.exp(r.baseline_logprob);
+    const after = Math.exp(r.steered_logprob);
+    const token = r.target !== null && state.selected !== null && state.ids[state.selected] === r.target
+      ? quoted(state.tokens[state.selected]) : `token ${r.target}`;
+    parts.push(el("p", { class: "delta" }, `p(${token}): ${pct(before)} → ${pct(after)} `,
+      el("strong", { class: r.delta_logprob >= 0 ? "pos" : "neg" }, `Δ ${(100 * (after - before)).toFixed(1)} points`),
+      ` · Δ log p ${r.delta_logprob >= 0 ? "+" : ""}${fmt(r.delta_logprob)}`));
+  }
+  $("#steer-result").replaceChildren(...parts);
+}
+
+function saveSteering() {
+  if (!state.steerSaved) return;
+  const url = URL.createObjectURL(new Blob([state.steerSaved + "\n"], { type: "application/json" }));
+  const link = el("a", { href: url, download: "steering.json" });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+async function loadSteering(event) {
+  const file = event.target.files[0];
+  event.target.value = "";
+  if (!file) return;
+  try {
+    const data = JSON.parse(await file.text());
+    const list = Array.isArray(data) ? data : data.interventions;
+    if (!Array.isArray(list)) throw new Error("not a steering spec: expected {\"interventions\": [...]}");
+    state.steerLoaded = data;
+    state.steerSaved = JSON.stringify(data, null, 2);
+    $("#steer-save").disabled = false;
+    $("#steer-loaded").replaceChildren(`Loaded ${file.name}: ${list.length} interventions; Apply replays it. `,
+      el("button", { type: "button", onclick: clearLoaded }, "clear"));
+  } catch (err) { showError(`cannot load ${file.name}: ${err.message}`); }
+}
+
+function clearLoaded() {
+  state.steerLoaded = null;
+  $("#steer-loaded").replaceChildren();
+}
+
+// -- logit lens --------------------------------------------------------------------------------
+async function runLens() {
+  const i = state.selected;
+  const body = i !== null ? { input: conversationInput(i), target_id: state.ids[i] } : { input: conversationInput() };
+  try {
+    renderLens(await api("/api/lens", body, "logit lens"), i);
+  } catch (err) { showError(err.message); }
+}
+
+function renderLens(data, selected) {
+  const g = data.grid;
+  const show = 40;
+  const from = Math.max(0, g.tokens.length - show);
+  const rows = [];
+  for (let layer = g.top_tokens.length - 1; layer >= 0; layer--) {
+    rows.push(el("tr", {}, el("th", {}, `L${layer}`), g.top_tokens[layer].slice(from).map((t, j) => {
+      const p = g.top_probs[layer][from + j];
+      const cell = el("td", { title: `layer ${layer}, after ${quoted(g.tokens[from + j])}: ${quoted(t)} ${pct(p)}` }, t);
+      cell.style.background = `rgba(51, 102, 204, ${Math.min(1, p).toFixed(3)})`;
+      if (p > 0.6) cell.style.color = "#fff";
+      return cell;
+    })));
+  }
+  const header = el("tr", {}, el("th", {}, ""), g.tokens.slice(from).map((t) => el("th", {}, t)));
+  const target = selected !== null ? quoted(state.tokens[selected]) : null;
+  const table = el("table", { class: "data" }, el("tr", {}, el("th", {}, "layer"), el("th", {}, "top tokens"),
+    target ? el("th", {}, `${target}: rank, p`) : null),
+    data.layers.slice().reverse().map((l) => el("tr", {}, el("td", {}, `L${l.layer}`),
+      el("td", {}, l.top.map((e) => `${quoted(e.token)} ${pct(e.prob)}`).join("  ")),
+      target ? el("td", { class: "num" }, `${l.target_rank} · ${pct(l.target_prob)}`) : null)));
+  $("#lens").replaceChildren(
+    el("h3", {}, `Top token per layer and position${from ? ` (last ${show} positions)` : ""}`),
+    el("div", { class: "lens-wrap" }, el("table", { class: "lens" }, header, rows)),
+    el("h3", {}, `Each layer's guess after ${quoted(g.tokens[data.position])} (position ${data.position})`), table);
+}
+
+// -- attention ---------------------------------------------------------------------------------
+async function runAttention() {
+  const layer = Number($("#att-layer").value || 0);
+  const end = state.selected !== null ? state.selected + 1 : state.ids.length;
+  try {
+    state.attention = await api("/api/attention", { input: conversationInput(end), layer }, `attention, layer ${layer}`);
+    const heads = $("#att-head");
+    const keep = heads.value;
+    heads.replaceChildren(el("option", { value: "mean" }, "mean"),
+      ...Array.from({ length: state.attention.heads }, (_, h) => el("option", { value: String(h) }, String(h))));
+    heads.value = keep && keep < state.attention.heads ? keep : "mean";
+    drawAttention();
+  } catch (err) { showError(err.message); }
+}
+
+function drawAttention() {
+  const a = state.attention;
+  if (!a) return;
+  const head = $("#att-head").value;
+  const n = a.tokens.length;
+  const matrix = head === "mean"
+    ? a.weights[0].map((row, q) => row.map((_, k) => a.weights.reduce((s, h) => s + h[q][k], 0) / a.heads))
+    : a.weights[Number(head)];
+  const cell = Math.max(4, Math.min(16, Math.floor(560 / n)));
+  const margin = 90;
+  const canvas = el("canvas", { width: String(margin + n * cell), height: String(margin + n * cell) });
+  const ctx = canvas.getContext("2d");
+  ctx.font = `${Math.min(11, cell)}px monospace`;
+  ctx.fillStyle = "#334";
+  a.tokens.forEach((t, i) => {
+    const label = JSON.stringify(t).slice(0, 12);
+    ctx.fillText(label, 2, margin + i * cell + cell - 2);
+    ctx.save();
+    ctx.translate(margin + i * cell + cell - 2, margin - 2);
+    ctx.rotate(-Math.PI / 2);
+    ctx.fillText(label, 0, 0);
+    ctx.restore();
+  });
+  matrix.forEach((row, q) => row.forEach((w, k) => {
+    ctx.fillStyle = `rgba(196, 66, 34, ${Math.min(1, w).toFixed(3)})`;
+    ctx.fillRect(margin + k * cell, margin + q * cell, cell - 1, cell - 1);
+  }));
+  canvas.addEventListener("mousemove", (ev) => {
+    const rect = canvas.getBoundingClientRect();
+    const scale = canvas.width / rect.width;
+    const k = Math.floor(((ev.clientX - rect.left) * scale - margin) / cell);
+    const q = Math.floor(((ev.clientY - rect.top) * scale - margin) / cell);
+    const tip = $("#tooltip");
+    if (q < 0 || k < 0 || q >= n || k >= n) { tip.hidden = true; return; }
+    tip.replaceChildren(`${quoted(a.tokens[q])} → ${quoted(a.tokens[k])}: ${fmt(matrix[q][k])}`);
+    tip.hidden = false;
+    tip.style.left = `${ev.clientX + 12}px`;
+    tip.style.top = `${ev.clientY + 12}px`;
+  });
+  canvas.addEventListener("mouseleave", () => { $("#tooltip").hidden = true; });
+  $("#attention").replaceChildren(el("p", { class: "muted" },
+    `layer ${a.layer}, head ${head}: rows are queries, columns the keys they attend to`), canvas);
+}
+
+// -- search ------------------------------------------------------------------------------------
+async function runSearch(event) {
+  event.preventDefault();
+  const q = $("#search-input").value.trim();
+  if (!q) return;
+  showTab("search");
+  try {
+    const data = await api(`/api/search?q=${encodeURIComponent(q)}&k=50`, undefined, `searching ${quoted(q)}`);
+    $("#search-results").replaceChildren(
+      el("p", {}, `${data.hits.length} neurons for ${quoted(data.query)} `,
+        el("button", { type: "button", onclick: () => { $("#steer-query").value = q; $("#steer-neurons").value = "";
+          clearLoaded(); showTab("steer"); } }, "Steer this concept")),
+      el("table", { class: "data" }, el("tr", {}, el("th", {}, "neuron"), el("th", {}, "similarity"),
+        el("th", {}, "score"), el("th", {}, "description")),
+      data.hits.map((h) => el("tr", {}, el("td", {}, neuronLink(h.id)), el("td", { class: "num" }, fmt(h.similarity, 2)),
+        el("td", { class: "num" }, h.score === null ? "" : fmt(h.score, 2)), el("td", {}, h.text)))));
+  } catch (err) { showError(err.message); }
+}
+
+// -- start -------------------------------------------------------------------------------------
+async function start() {
+  try {
+    state.info = await api("/api/info", undefined, "connecting");
+  } catch (err) { showError(err.message); return; }
+  const a = state.info.atlas;
+  $("#model-info").textContent = `${state.info.model} · ${state.info.layers} layers · ` + (a
+    ? `atlas: ${a.corpus_name}, ${Number(a.tokens).toLocaleString()} tokens, ${a.neurons} neurons, ${a.descriptions} descriptions`
+    : "no atlas (start with --atlas DIR for neuron pages, search and steering)");
+  $("#att-layer").replaceChildren(...Array.from({ length: state.info.layers }, (_, l) => el("option", { value: String(l) }, String(l))));
+  $("#max-new").max = String(state.info.limits.max_new_tokens);
+  if (!state.info.chat_template) $("#chat-mode").checked = false;
+  if (!a) for (const id of ["#search-input", "#steer-apply", "#steer-preview"]) $(id).disabled = true;
+  updateSteerContext();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#chat-form").addEventListener("submit", send);
+  $("#chat-input").addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) send(ev);
+  });
+  $("#reset").addEventListener("click", resetConversation);
+  const conv = $("#conversation");
+  conv.addEventListener("mouseover", (ev) => { if (ev.target.classList.contains("tok")) showTooltip(ev.target, ev.clientX, ev.clientY); });
+  conv.addEventListener("mouseout", () => { $("#tooltip").hidden = true; });
+  conv.addEventListener("click", (ev) => { if (ev.target.classList.contains("tok")) selectToken(Number(ev.target.dataset.i)); });
+  for (const button of document.querySelectorAll(".tabs button")) {
+    button.addEventListener("click", () => showTab(button.dataset.tab));
+  }
+  for (const radio of document.querySelectorAll('input[name="mode"]')) radio.addEventListener("change", runAnalysis);
+  $("#top").addEventListener("change", runAnalysis);
+  $("#rank").addEventListener("change", runAnalysis);
+  $("#neuron-form").addEventListener("submit", (ev) => { ev.preventDefault(); openNeuron($("#neuron-id").value.trim()); });
+  $("#steer-form").addEventListener("submit", applySteering);
+  $("#steer-preview").addEventListener("click", previewSteering);
+  $("#steer-save").addEventListener("click", saveSteering);
+  $("#steer-load").addEventListener("change", loadSteering);
+  $("#att-layer").addEventListener("change", runAttention);
+  $("#att-head").addEventListener("change", drawAttention);
+  $("#search-form").addEventListener("submit", runSearch);
+  start();
+});

@@ -1,0 +1,284 @@
+"""End to end in a real headless Chromium (Debian's, driven by Playwright): chat,
+hover, click a token, open a neuron, steer and compare, save and load a spec,
+the lens, attention and search — and hostile model and corpus text shown, never run.
+Screenshots go to $NEURODBG_SCREENSHOTS (the README's) or the test's tmp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import neurodbg
+from neurodbg.trace.interventions import loads
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CASE = "Q: Which number is bigger, 9.11 or 9.9?\nA: 9."
+HOSTILE = ['<script>window.__xss = 1</script>', '"><img src=x onerror="window.__xss = 2">',
+           "<b onmouseover=alert(3)>bold</b>"]
+
+
+def chromium_path() -> str:
+    path = os.environ.get("NEURODBG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("Chromium is not installed; scripts/setup.sh installs Debian's chromium (or set "
+                    "NEURODBG_CHROMIUM to a Chromium binary)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = os.environ.get("NEURODBG_SCREENSHOTS")
+    directory = Path(where) if where else tmp_path_factory.mktemp("screenshots")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def walkthrough_url(request: pytest.FixtureRequest, default_model: neurodbg.Model) -> Iterator[str]:
+    """The test server; or, with $NEURODBG_SCREENSHOT_ATLAS, a server over that atlas (the README's
+    screenshots come from the full default-model atlas this way)."""
+    atlas = os.environ.get("NEURODBG_SCREENSHOT_ATLAS")
+    if not atlas:
+        yield request.getfixturevalue("served")
+        return
+    from serving import running
+
+    from neurodbg.analyze.monitor import Monitor
+    from neurodbg.serve import create_app
+
+    with running(create_app(Monitor(default_model, atlas))) as url:
+        yield url
+
+
+def new_page(browser, url: str):
+    # bypass_csp: Playwright's waits evaluate scripts, which the page's CSP forbids; escaping is
+    # tested without the CSP's help
+    context = browser.new_context(bypass_csp=True, viewport={"width": 1440, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(180_000)       # a shared 2-core machine can be slow; waits end as soon as they can
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.wait_for_selector("#model-info:not(:empty)")
+    return page, errors
+
+
+def send(page, text: str, *, chat: bool, max_new: int) -> None:
+    page.set_checked("#chat-mode", chat)
+    page.fill("#max-new", str(max_new))
+    page.fill("#chat-input", text)
+    page.click("#send")
+    page.wait_for_function("document.querySelector('#send').textContent === 'Send' && "
+                           "document.querySelectorAll('#conversation .tok.generated').length > 0", timeout=120_000)
+
+
+def wait_idle(page) -> None:
+    page.wait_for_function("document.querySelector('#progress').hidden", timeout=180_000)
+
+
+def test_the_9_11_walkthrough(browser, walkthrough_url: str, shots: Path, tmp_path: Path) -> None:
+    page, errors = new_page(browser, walkthrough_url)
+    send(page, CASE, chat=False, max_new=6)
+    tokens = page.locator("#conversation .tok")
+    first_generated = page.locator("#conversation .tok.generated").first
+    assert first_generated.inner_text() == "1"         # the model answers 9.11
+
+    first_generated.hover()
+    tip = page.locator("#tooltip")
+    assert tip.is_visible() and "chosen among" in tip.inner_text() and '"9"' in tip.inner_text()
+    page.screenshot(path=str(shots / "chat.png"))
+
+    first_generated.click()
+    page.wait_for_selector("#analysis details.cluster")
+    wait_idle(page)
+    page.select_option("#rank", "pos")          # the neurons that raise "1" (the wrong answer) most
+    page.select_option("#top", "300")
+    page.wait_for_function("document.querySelector('#analysis').textContent.includes('All 300 neurons')")
+    wait_idle(page)
+    assert 'Why "1" after "."' in page.locator("#analysis").inner_text()
+    clusters = page.locator("#analysis details.cluster:has(summary strong)")
+    assert clusters.count() >= 1
+    digits = page.locator("#analysis details.cluster:has(summary strong:has-text('digits'))")
+    chosen = digits.first if digits.count() else clusters.first
+    chosen.locator("summary").click()
+    chosen.scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "neurons.png"))
+    values = [float(v) for v in chosen.locator("tr td:nth-child(2)").all_inner_texts()]
+    assert values and all(v > 0 for v in values)             # each raises the target
+
+    chosen.locator("a.nid").first.click()
+    page.wait_for_selector("#neuron-page .exemplar")
+    wait_idle(page)
+    page_text = page.locator("#neuron-page").inner_text()
+    assert "What drives it up" in page_text and "Top exemplars" in page_text and "Promotes" in page_text
+    assert page.locator("#neuron-page canvas.hist").count() == 1
+    highlighted = page.locator("#neuron-page .exemplar span[title]").evaluate_all(
+        "spans => spans.filter(s => s.style.background && s.style.background !== 'transparent').length")
+    assert highlighted > 0
+    page.screenshot(path=str(shots / "neuron.png"), full_page=True)
+    page.locator("#neuron-page button", has_text="candidates").first.click()
+    page.wait_for_selector("#neuron-page ol li")
+
+    # steer: ablate the first cluster, compare before and after
+    page.click('.tabs button[data-tab="neurons"]')
+    chosen.get_by_text("Steer: ablate (λ = 0)").click()
+    assert page.locator("#steer-neurons").input_value().startswith("L")
+    page.fill("#steer-max", "6")
+    page.click("#steer-preview")
+    page.wait_for_selector("#steer-preview-list table")
+    page.click("#steer-apply")
+    page.wait_for_selector("#steer-result .compare")
+    wait_idle(page)
+    result = page.locator("#steer-result").inner_text()
+    assert "Before" in result and "After" in result and 'p("1")' in result and "Δ" in result
+    page.screenshot(path=str(shots / "steer.png"))
+
+    with page.expect_download() as download:
+        page.click("#steer-save")
+    saved = tmp_path / "steering.json"
+    download.value.save_as(saved)
+    interventions = loads(saved.read_text())
+    assert interventions and all(i.site.endswith("mlp.act") for i in interventions)
+
+    after = page.locator("#steer-result .compare div").nth(1).inner_text()
+    page.set_input_files("#steer-load", str(saved))
+    page.wait_for_selector("#steer-loaded button")
+    page.evaluate("document.querySelector('#steer-result').replaceChildren()")
+    page.click("#steer-apply")
+    page.wait_for_selector("#steer-result .compare")
+    assert page.locator("#steer-result .compare div").nth(1).inner_text() == after   # the replay agrees
+
+    page.click('.tabs button[data-tab="lens"]')
+    page.wait_for_selector("#lens table.lens td")
+    wait_idle(page)
+    assert page.locator("#lens table.lens tr").count() == 31          # header + 30 layers
+    page.screenshot(path=str(shots / "lens.png"))
+
+    page.click('.tabs button[data-tab="attention"]')
+    page.wait_for_selector("#attention canvas")
+    page.select_option("#att-layer", "5")
+    page.wait_for_function("document.querySelector('#attention p').textContent.includes('layer 5')")
+    wait_idle(page)
+    page.screenshot(path=str(shots / "attention.png"))
+
+    page.fill("#search-input", "digits and numbers")
+    page.click("#search-form button")
+    page.wait_for_selector("#search-results table a.nid", timeout=180_000)
+    wait_idle(page)
+    assert "digits" in page.locator("#search-results").inner_text()
+    page.screenshot(path=str(shots / "search.png"))
+    page.locator("#search-results a.nid").first.click()
+    page.wait_for_selector("#neuron-page .exemplar")
+    assert not errors, errors
+    assert tokens.count() > 20
+
+
+def test_chat_streams_and_keeps_the_conversation(browser, served: str) -> None:
+    page, errors = new_page(browser, served)
+    page.set_checked("#chat-mode", True)
+    page.fill("#max-new", "24")
+    page.fill("#chat-input", "Tell me a story about a dragon.")
+    page.click("#send")
+    # while it streams: tokens already shown, the button offers Stop
+    page.wait_for_function("document.querySelectorAll('#conversation .tok.generated').length >= 2 && "
+                           "document.querySelector('#send').textContent === 'Stop'", timeout=120_000)
+    page.wait_for_function("document.querySelector('#send').textContent === 'Send'", timeout=120_000)
+    first_turn = page.locator("#conversation .tok").count()
+    send(page, "And then?", chat=True, max_new=4)
+    text = page.locator("#conversation").inner_text()
+    assert "dragon" in text and "And then?" in text and page.locator("#conversation .tok").count() > first_turn
+    assert text.count("<|im_start|>assistant") == 2
+    # stop a generation half-way: the server is free again right after
+    page.fill("#max-new", "24")
+    page.fill("#chat-input", "Count to fifty.")
+    page.click("#send")
+    page.wait_for_function("document.querySelector('#send').textContent === 'Stop'")
+    page.click("#send")
+    page.wait_for_function("document.querySelector('#send').textContent === 'Send'")
+    send(page, "Hi", chat=False, max_new=2)
+    assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def hostile_atlas(tmp_path_factory: pytest.TempPathFactory, default_model: neurodbg.Model) -> Path:
+    """A real atlas of layer 0 over a corpus full of markup, with a few neurons described."""
+    from neurodbg.atlas import AtlasStore
+    from neurodbg.corpus import open_corpus
+    from neurodbg.describe.exemplars import ExemplarReader
+    from neurodbg.describe.explainers import make
+    from neurodbg.describe.runner import background, describe
+    from neurodbg.scan import ScanSettings, scan
+
+    root = tmp_path_factory.mktemp("hostile")
+    corpus = root / "hostile.txt"
+    words = ["apple", "river", "engine", "violin", "harbor", "lantern", "meadow", "copper"]
+    corpus.write_text("\n\n".join(f"Entry {i}: the {words[i % 8]} said {HOSTILE[i % 3]} and then "
+                                  f"{HOSTILE[(i + 1) % 3]} near the {words[(i * 3) % 8]} number {i * 7}."
+                                  for i in range(300)))
+    directory = root / "atlas"
+    scan(default_model, open_corpus(corpus), directory, ScanSettings(sites=("layers.0.mlp.act",)), progress=False)
+    store = AtlasStore.open(directory)
+    reader = ExemplarReader(store)
+    explainer, simulator = make("stat", background(store, default_model.tokenizer, reader))
+    describe(store, explainer, simulator, reader=reader, neurons=range(12), progress=False)
+    store.close()
+    return directory
+
+
+def test_hostile_text_is_shown_not_run(browser, default_model: neurodbg.Model, hostile_atlas: Path,
+                                       shots: Path) -> None:
+    from serving import running
+
+    from neurodbg.analyze.monitor import Monitor
+    from neurodbg.serve import Limits, create_app
+
+    app = create_app(Monitor(default_model, hostile_atlas), limits=Limits(max_new_tokens=8))
+    with running(app) as url:
+        page, errors = new_page(browser, url)
+        send(page, "Repeat exactly: " + " ".join(HOSTILE), chat=True, max_new=8)
+        conversation = page.locator("#conversation").inner_text()
+        assert "<script>" in conversation and 'onerror="window.__xss' in conversation
+        page.locator("#conversation .tok", has_text="script").first.hover()
+        page.locator("#conversation .tok.generated").first.click()
+        page.wait_for_selector("#analysis table", state="attached")
+        wait_idle(page)
+
+        page.click('.tabs button[data-tab="neuron"]')
+        page.fill("#neuron-id", "L0/N3")
+        page.click("#neuron-form button")
+        page.wait_for_selector("#neuron-page .exemplar")
+        wait_idle(page)
+        exemplars = page.locator("#neuron-page").inner_text()
+        assert "<script>" in exemplars or "onerror" in exemplars or "<b" in exemplars
+        page.screenshot(path=str(shots / "hostile.png"))
+
+        page.fill("#search-input", "script tags and markup")
+        page.click("#search-form button")
+        page.wait_for_selector("#search-results table a.nid", timeout=180_000)
+        wait_idle(page)
+        page.click('.tabs button[data-tab="lens"]')
+        page.wait_for_selector("#lens table.lens td")
+
+        # nothing ran, nothing was injected
+        assert page.evaluate("window.__xss") is None
+        assert page.locator("img").count() == 0 and page.locator("b").count() == 0
+        assert page.locator("script").count() == 1
+        assert not errors, errors
+        info = json.loads(page.evaluate("JSON.stringify(window.__xss ?? null)"))
+        assert info is None
