@@ -52,6 +52,14 @@ def test_streamed_greedy_tokens_equal_the_models_own_generate(default_model: neu
     assert streamed == ids[0, prompt.length:].tolist()
 
 
+def test_streaming_stops_when_cancelled(default_model: neurodbg.Model) -> None:
+    prompt = prepare(default_model, "Once upon a time")
+    seen: list[int] = []
+    for step in stream_greedy(default_model, prompt, max_new_tokens=20, cancelled=lambda: len(seen) >= 3):
+        seen.append(step.id)
+    assert len(seen) == 3
+
+
 def test_one_message_conversation_equals_the_chat_prompt(default_model: neurodbg.Model) -> None:
     a = prepare_messages(default_model, [{"role": "user", "content": CASE}])
     b = prepare(default_model, CASE, chat=True)
@@ -90,7 +98,8 @@ def test_chat_conversation_turns(served: str) -> None:
     first = chat(served, {"input": {"messages": [{"role": "user", "content": "Say hello."}]}, "max_new_tokens": 8})
     done = first[-1]
     assert done["template"][:3] == [True, True, True] and not any(done["template"][done["start"]:])
-    reply = "".join(e["token"] for e in first if e["type"] == "token").replace("<|im_end|>", "")
+    reply = done["reply"]
+    assert "<|im_end|>" not in reply and reply.strip()
     second = chat(served, {"input": {"messages": [{"role": "user", "content": "Say hello."},
                                                   {"role": "assistant", "content": reply},
                                                   {"role": "user", "content": "Again."}]}, "max_new_tokens": 4})

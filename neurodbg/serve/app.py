@@ -160,7 +160,8 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
                 template = prompt.template + [False] * (len(ids) - prompt.length)
                 full = monitor.from_ids(ids, template)
                 positions = monitor.tokens(full, k=body.k)
-            emit({"type": "done", "ids": ids, "template": template, "start": prompt.length,
+            reply = model.tokenizer.decode(ids[prompt.length:], skip_special_tokens=True)
+            emit({"type": "done", "ids": ids, "template": template, "start": prompt.length, "reply": reply,
                   "positions": [p.to_dict() for p in positions]})
 
         return StreamingResponse(ndjson(job, workers), media_type="application/x-ndjson")

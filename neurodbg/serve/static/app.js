@@ -164,7 +164,8 @@ async function send(event) {
   const controller = new AbortController();
   state.generating = controller;
   $("#send").textContent = "Stop";
-  let generated = [];
+  const generated = [];
+  let reply = null;       // the decoded reply (the next turn sends it back as the assistant's message)
   progress.show("generating 0 tokens", 0);
   try {
     await stream("/api/chat", { input, max_new_tokens: maxNew }, (ev) => {
@@ -181,15 +182,12 @@ async function send(event) {
         progress.show(`generating ${generated.length} tokens`, generated.length / maxNew);
       } else if (ev.type === "done") {
         Object.assign(state, { ids: ev.ids, template: ev.template, positions: ev.positions, start: ev.start });
+        reply = ev.reply;
         state.tokens = ev.positions.map((p) => p.token);
         renderConversation();
       }
     }, controller.signal);
-    if (chatMode) {
-      state.messages = input.messages;
-      const end = isStop(state.tokens.length - 1) ? state.tokens.length - 1 : state.tokens.length;
-      state.messages.push({ role: "assistant", content: state.tokens.slice(state.start, end).join("") });
-    }
+    if (chatMode && reply !== null) state.messages = [...input.messages, { role: "assistant", content: reply }];
     $("#chat-input").value = "";
   } catch (err) {
     if (err.name !== "AbortError") showError(err.message);
@@ -199,10 +197,6 @@ async function send(event) {
     progress.hide();
     updateSteerContext();
   }
-}
-
-function isStop(i) {   // the end-of-turn token that closed the reply (e.g. <|im_end|>)
-  return i >= state.start && /^<\|.*\|>$/.test(state.tokens[i] || "");
 }
 
 function resetConversation() {
@@ -645,7 +639,9 @@ async function start() {
   $("#att-layer").replaceChildren(...Array.from({ length: state.info.layers }, (_, l) => el("option", { value: String(l) }, String(l))));
   $("#max-new").max = String(state.info.limits.max_new_tokens);
   if (!state.info.chat_template) $("#chat-mode").checked = false;
-  if (!a) for (const id of ["#search-input", "#steer-apply", "#steer-preview"]) $(id).disabled = true;
+  if (!a) {
+    for (const id of ["#search-input", "#steer-apply", "#steer-preview", 'input[value="activation"]']) $(id).disabled = true;
+  }
   updateSteerContext();
 }
 
