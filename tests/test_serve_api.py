@@ -298,6 +298,13 @@ def test_cli_serve(described_atlas: Path, tmp_path: Path) -> None:
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [f"error: no atlas at {tmp_path / 'nowhere'}: the directory does "
                                                    f"not exist"]
+    with socket.socket() as busy:               # a port someone else holds: one line, before loading anything
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        taken = busy.getsockname()[1]
+        refused = subprocess.run([*cli, "--port", str(taken)], capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{taken}: Address already in use"]
     port = _free_port()
     proc = subprocess.Popen([*cli, "--atlas", str(described_atlas), "--host", "0.0.0.0", "--port", str(port)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)

@@ -98,23 +98,17 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
                 "chat_template": bool(getattr(model.tokenizer, "chat_template", None)), "atlas": atlas,
                 "limits": limits.to_dict(), "token_required": token is not None}
 
-    with gate.atlas():
-        summary = info()
-
-    def warm_search() -> None:     # load the query embedder and the index now, not on the first search
-        if monitor.view is None or not summary["atlas"]["descriptions"]:
-            return
-        from neurodbg.search.embedder import embed
-
-        embed(["warm-up"])           # the model: no lock needed
-        with gate.atlas(), contextlib.suppress(NeurodbgError):
-            monitor.view.search()
+    summary = info()
+    if monitor.view is not None and summary["atlas"]["descriptions"]:
+        # load the search index and its query embedder now, not on a user's first search (and not
+        # in a thread that could still be loading when the server stops)
+        with contextlib.suppress(NeurodbgError):
+            monitor.view.search().search("warm-up", 1)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        workers.start(warm_search, "neurodbg-warm-search")
         yield
-        await asyncio.to_thread(workers.join)
+        await asyncio.to_thread(workers.join)    # stream jobs: cancelled, then joined
 
     app.router.lifespan_context = lifespan
 
