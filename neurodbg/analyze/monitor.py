@@ -161,10 +161,6 @@ class Monitor:
         target_id = self._target(target) if target is not None else None
         return logit_lens(self.model, prompt, prompt.position(position), target=target_id, k=k)
 
-    def lens_grid(self, text: Text, *, target: str | int | None = None, chat: bool = False) -> LensGrid:
-        target_id = self._target(target) if target is not None else None
-        return lens_grid(self.model, self.prompt(text, chat=chat), target=target_id)
-
     def lens_view(self, text: Text, *, position: int | None = None, target: str | int | None = None, k: int = 5,
                   chat: bool = False) -> tuple[list[LensLayer], LensGrid]:
         """Both lens views from one unembedding of every layer."""
