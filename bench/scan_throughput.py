@@ -6,7 +6,7 @@ statistics are first fed `--warm` batches, as a long scan would be); the figure
 is the median of per-round throughput ratios (scan / plain). Target (issue 3):
 >= 0.9. Also prints the atlas size per neuron from a finished small scan.
 
-    .venv/bin/python bench/scan_throughput.py [--rounds 8] [--warm 20]
+    .venv/bin/python bench/scan_throughput.py [--rounds 12] [--warm 100]
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ class _Stop(Exception):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--warm", type=int, default=20, help="batches fed to the statistics before timing")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--warm", type=int, default=100, help="batches fed to the statistics before timing")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size-tokens", type=int, default=4096, help="tokens for the bytes-per-neuron scan")
     args = parser.parse_args()

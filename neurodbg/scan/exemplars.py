@@ -4,13 +4,45 @@ activations (fp16) so a UI can highlight tokens.
 The order is total and deterministic: by score (descending), then by sequence
 index (ascending). So the top-k of a union does not depend on how the stream
 was split into batches or shards, which makes resumed and distributed scans
-give identical exemplars."""
+give identical exemplars.
+
+Keys and ids are kept in rank order, but the per-token activations stay where
+they were written: `slots[rank, neuron]` says which row of `store` holds them.
+A merge then moves only the activations of sequences that enter (usually a
+handful per batch), not the whole ranked list of every affected neuron."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 FP16_MAX = 65504.0
+
+# fetch(rows, local_cols) -> [E, length]: the activations of candidate `rows[e]` for column `local_cols[e]`
+Fetch = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _fp16(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(-FP16_MAX, FP16_MAX).half()
+
+
+@dataclass
+class Candidates:
+    """Pairs that may enter an `ExemplarSet`: column (ascending), row in the batch, signed
+    key, activations."""
+
+    cols: torch.Tensor   # [P]
+    rows: torch.Tensor   # [P]
+    keys: torch.Tensor   # [P]
+    acts: torch.Tensor   # [P, length] fp16
+
+    @staticmethod
+    def side_by_side(parts: list[tuple[int, Candidates]]) -> Candidates:
+        """The candidates of sets placed side by side, each (first column, candidates)."""
+        return Candidates(torch.cat([c.cols + start for start, c in parts]), torch.cat([c.rows for _, c in parts]),
+                          torch.cat([c.keys for _, c in parts]), torch.cat([c.acts for _, c in parts]))
 
 
 class ExemplarSet:
@@ -20,54 +52,113 @@ class ExemplarSet:
 
     def __init__(self, k: int, width: int, length: int, sign: int, device: torch.device | str = "cpu") -> None:
         self.k, self.width, self.length, self.sign = k, width, length, sign
-        self.keys = torch.full((k, width), float("-inf"), device=device)   # sign * value
+        self.keys = torch.full((k, width), float("-inf"), device=device)   # sign * value, ranked
         self.ids = torch.full((k, width), -1, dtype=torch.long, device=device)
-        self.acts = torch.zeros((k, width, length), dtype=torch.float16, device=device)
+        self.slots = torch.arange(k, device=device).unsqueeze(1).repeat(1, width)
+        self.store = torch.zeros((k, width, length), dtype=torch.float16, device=device)
         self.last_id = -1   # the largest sequence id merged so far (for the one-sort fast path)
 
     @property
     def values(self) -> torch.Tensor:
         return self.keys * self.sign
 
+    @property
+    def acts(self) -> torch.Tensor:
+        """[k, width, length]: per-token activations in rank order."""
+        return torch.gather(self.store, 0, self.slots.unsqueeze(-1).expand(-1, -1, self.length))
+
     def update(self, scores: torch.Tensor, seq_ids: torch.Tensor, acts: torch.Tensor) -> None:
         """scores [B, width] per-sequence extremes (not signed); seq_ids [B]; acts
         [B, length, width] per-token activations of the same sequences."""
+        self.absorb(self.candidates(scores, acts), seq_ids)
+
+    def candidates(self, scores: torch.Tensor, acts: torch.Tensor) -> Candidates:
+        """The (sequence, neuron) pairs of a batch that may enter: scores [B, width]
+        per-sequence extremes, acts [B, length, width]; only the activations of those
+        pairs are copied (so candidates of several sets can be merged at once)."""
         keys = scores * self.sign
-        # only columns where some new sequence can enter need work (ties may enter: >=)
-        cols = (keys >= self.keys[-1]).any(0).nonzero().flatten()
-        if cols.numel() == 0:
+        enters = self.keys[-1].unsqueeze(1) <= keys.T   # [width, B]; ties may enter
+        cols, rows = enters.nonzero().unbind(1)         # by column
+        return Candidates(cols, rows, keys[rows, cols], _fp16(acts[rows, :, cols]))
+
+    def absorb(self, found: Candidates, seq_ids: torch.Tensor) -> None:
+        """Merge the candidates of one batch of sequences `seq_ids` [B]."""
+        if found.cols.numel() == 0:
             return
+        seq_ids = seq_ids.to(self.keys.device)
+        rows = found.rows
+        cols, local = torch.unique_consecutive(found.cols, return_inverse=True)   # found.cols is sorted
+        keys = torch.full((seq_ids.numel(), cols.numel()), float("-inf"), device=cols.device)
+        keys[rows, local] = found.keys   # pairs not among the candidates cannot enter: -inf
+        where = torch.full(keys.shape, -1, dtype=torch.long, device=cols.device)
+        where[rows, local] = torch.arange(rows.numel(), device=cols.device)
         # a batch of ascending ids beyond all merged ones: ties between equal keys already sit
         # in id order after a stable sort by key, so one sort suffices
         ascending = bool(seq_ids.min() > self.last_id) and bool((seq_ids[1:] > seq_ids[:-1]).all())
-        self._merge(cols, keys[:, cols], seq_ids.view(-1, 1).expand(-1, cols.numel()),
-                    acts.index_select(2, cols).permute(0, 2, 1), ids_ascending=ascending)
+
+        def fetch(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            return found.acts[where[r, c]]
+
+        self._merge(cols, keys, seq_ids.view(-1, 1).expand(-1, cols.numel()), fetch, ascending)
         self.last_id = max(self.last_id, int(seq_ids.max()))
 
     def merge(self, other: ExemplarSet) -> None:
-        cols = torch.arange(self.width, device=self.keys.device)
-        self._merge(cols, other.keys, other.ids, other.acts)
+        def fetch(rows: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+            return other.store[other.slots[rows, local], local]
+
+        self._merge(torch.arange(self.width, device=self.keys.device), other.keys, other.ids, fetch)
         self.last_id = max(self.last_id, other.last_id)
 
-    def _merge(self, cols: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor,
+    def _merge(self, cols: torch.Tensor, keys: torch.Tensor, ids: torch.Tensor, fetch: Fetch,
                ids_ascending: bool = False) -> None:
-        """Merge candidates for columns `cols`: keys/ids [n, c], acts [n, c, length]."""
+        """Merge candidates for columns `cols`: keys/ids [n, c]; `fetch` gives their activations."""
+        k = self.k
         cand_keys = torch.cat([self.keys[:, cols], keys])
         cand_ids = torch.cat([self.ids[:, cols], ids])
         if ids_ascending:   # kept rows are in (key desc, id asc) order and new ids come after them
-            order = torch.argsort(cand_keys, dim=0, descending=True, stable=True)[: self.k]
+            order = torch.argsort(cand_keys, dim=0, descending=True, stable=True)[:k]
         else:               # lexicographic sort: by id ascending, then (stably) by key descending
             by_id = torch.argsort(cand_ids, dim=0, stable=True)
             by_key = torch.argsort(torch.gather(cand_keys, 0, by_id), dim=0, descending=True, stable=True)
-            order = torch.gather(by_id, 0, by_key)[: self.k]                # [k, c]
+            order = torch.gather(by_id, 0, by_key)[:k]                   # [k, c] candidate rows
         self.keys[:, cols] = torch.gather(cand_keys, 0, order)
         self.ids[:, cols] = torch.gather(cand_ids, 0, order)
-        pool = torch.cat([self.acts[:, cols], acts.clamp(-FP16_MAX, FP16_MAX).half()])   # [k+n, c, L]
-        self.acts[:, cols] = torch.gather(pool, 0, order.unsqueeze(-1).expand(-1, -1, self.length))
+        # entrants take over the store rows of the ranks that dropped out, column by column
+        old_slots = self.slots[:, cols]
+        kept = torch.zeros(cand_keys.shape, dtype=torch.bool, device=cols.device).scatter_(0, order, True)[:k]
+        freed_col, freed_rank = (~kept).T.nonzero().unbind(1)          # grouped by column
+        entered_col, entered_rank = (order >= k).T.nonzero().unbind(1)  # grouped by column, same counts
+        slots = torch.gather(old_slots, 0, order.clamp(max=k - 1))
+        if entered_col.numel():
+            freed = old_slots[freed_rank, freed_col]
+            slots[entered_rank, entered_col] = freed
+            values = fetch(order[entered_rank, entered_col] - k, entered_col)
+            self.store[freed, cols[entered_col]] = _fp16(values)
+        self.slots[:, cols] = slots
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"keys": self.keys, "ids": self.ids, "acts": self.acts}
+        return {"keys": self.keys.clone(), "ids": self.ids.clone(), "acts": self.acts}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.keys, self.ids, self.acts = state["keys"], state["ids"], state["acts"]
+        self.keys, self.ids, self.store = state["keys"], state["ids"], state["acts"]
+        self.slots = torch.arange(self.k, device=self.keys.device).unsqueeze(1).repeat(1, self.width)
         self.last_id = int(self.ids.max()) if self.ids.numel() else -1
+
+    @classmethod
+    def joined(cls, parts: list[ExemplarSet]) -> ExemplarSet:
+        """One set over the columns of all `parts` side by side (so one batch of several
+        layers is one merge); each part is rebound to views of it, so stays current."""
+        first = parts[0]
+        joined = cls(first.k, sum(p.width for p in parts), first.length, first.sign, first.keys.device)
+        joined.keys = torch.cat([p.keys for p in parts], dim=1)
+        joined.ids = torch.cat([p.ids for p in parts], dim=1)
+        joined.slots = torch.cat([p.slots for p in parts], dim=1)
+        joined.store = torch.cat([p.store for p in parts], dim=1)
+        joined.last_id = max(p.last_id for p in parts)
+        start = 0
+        for p in parts:
+            part = slice(start, start + p.width)
+            p.keys, p.ids, p.slots, p.store = (joined.keys[:, part], joined.ids[:, part], joined.slots[:, part],
+                                               joined.store[:, part])
+            start += p.width
+        return joined

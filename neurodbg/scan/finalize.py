@@ -38,7 +38,6 @@ def write_atlas(store: AtlasStore, scanner: Scanner, model: Model, sequences: It
                 summary: dict[str, Any], advance: Progress | None = None) -> int:
     """Write every neuron of every scanned site; `sequences` streams the corpus once
     more to collect the token ids of exemplar sequences. Returns neurons written."""
-    scanner.sync_tails()
     wanted = exemplar_sequences(scanner)
     seq_rows = []
     for seq in sequences:

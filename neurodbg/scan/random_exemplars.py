@@ -38,13 +38,13 @@ class RandomExemplars:
         self._merge(hashes, seq_ids.to(self.ids.device), acts.permute(0, 2, 1))
 
     def merge(self, other: RandomExemplars) -> None:
-        self._merge(other.hashes, other.ids, other.acts.float())
+        self._merge(other.hashes, other.ids, other.acts)
 
     def _merge(self, hashes: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor) -> None:
         cand = torch.cat([self.hashes, hashes])
         order = torch.argsort(cand, stable=True)[: self.k]
-        pool = torch.cat([self.acts.float(), acts.float()])
-        self.acts = pool[order].clamp(-65504.0, 65504.0).half()
+        pool = torch.cat([self.acts, acts.clamp(-65504.0, 65504.0).half()])   # (fp16 throughout: no copy of all kept)
+        self.acts = pool[order]
         self.hashes = cand[order]
         self.ids = torch.cat([self.ids, ids])[order]
 

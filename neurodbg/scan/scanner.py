@@ -10,6 +10,7 @@ import torch
 
 from neurodbg.errors import NeurodbgError
 from neurodbg.model import Model
+from neurodbg.scan.exemplars import Candidates, ExemplarSet
 from neurodbg.scan.random_exemplars import hash_ids
 from neurodbg.scan.settings import ScanSettings
 from neurodbg.scan.site_stats import TAIL_SIDES, SiteStats
@@ -42,12 +43,13 @@ class Scanner:
         self._seq_ids: torch.Tensor | None = None
         self._hashes: torch.Tensor | None = None
         self._tails: dict[str, TailBuffer] | None = None
+        self._exemplars: dict[str, ExemplarSet] | None = None
 
     def _sink(self, name: str, acts: torch.Tensor) -> None:
         assert self._seq_ids is not None
         if name not in self.stats:
-            self.stats[name] = SiteStats(acts.shape[-1], self.settings, acts.device, defer_tails=True)
-            self._tails = None  # the combined tail buffers are (re)built once all sites are known
+            self.stats[name] = SiteStats(acts.shape[-1], self.settings, acts.device, deferred=True)
+            self._tails = self._exemplars = None  # the combined sets are (re)built once all sites are known
         self.stats[name].update(acts, self._seq_ids.to(acts.device), self._hashes)
 
     @torch.no_grad()
@@ -61,13 +63,14 @@ class Scanner:
             inputs["use_cache"] = False  # a scan never continues a sequence
         with self.model.trace(capture=[s.name for s in self.sites], sink=self._sink, stop_early=True) as tr:
             tr.forward(inputs)
-        self._flush_tails()
+        self._flush()
         self.sequences += len(batch)
 
-    # -- combined tail buffers -------------------------------------------------------------
-    # Tail candidates of all sites go into one buffer per side, so each batch costs a
-    # handful of tensor operations instead of a handful per layer (CPU op overheads
-    # dominated otherwise). `sync_tails` copies the combined state back into each site.
+    # -- combined sets -----------------------------------------------------------------------
+    # The candidates of all sites go into one exemplar set and one tail buffer per side, so
+    # each batch costs a handful of tensor operations instead of a handful per layer (CPU op
+    # overheads dominated otherwise; on a GPU each is a kernel launch). Each site's sets
+    # are rebound to views of the combined ones, so they always hold the current state.
     def _layout(self) -> list[tuple[str, int, int]]:
         out, start = [], 0
         for site in self.sites:
@@ -77,42 +80,35 @@ class Scanner:
                 start += width
         return out
 
-    def _combined(self) -> dict[str, TailBuffer]:
-        if self._tails is None:
-            layout = self._layout()
-            total = sum(w for _, _, w in layout)
-            device = next(iter(self.stats.values())).total.device
-            self._tails = {}
-            for side, sign in TAIL_SIDES.items():
-                buffer = TailBuffer(self.settings.tail_capacity, total, sign, device)
-                parts = [self.stats[name].tails[side].sorted_keys() for name, _, _ in layout]
-                buffer.load_state_dict({"keys": torch.cat(parts, dim=1)})
-                self._tails[side] = buffer
-        return self._tails
+    def _joined(self) -> tuple[dict[str, ExemplarSet], dict[str, TailBuffer]]:
+        if self._exemplars is None or self._tails is None:
+            sites = [self.stats[name] for name, _, _ in self._layout()]
+            self._exemplars = {"top": ExemplarSet.joined([s.top for s in sites]),
+                               "bottom": ExemplarSet.joined([s.bottom for s in sites])}
+            self._tails = {side: TailBuffer.joined([s.tails[side] for s in sites]) for side in TAIL_SIDES}
+        return self._exemplars, self._tails
 
-    def _flush_tails(self) -> None:
-        combined = self._combined()
-        pending = [(start, self.stats[name].pending) for name, start, _ in self._layout()]
-        for side, buffer in combined.items():
-            found = [buffer.candidates(*p[side], start) for start, p in pending if p is not None and side in p]
-            if found:
-                buffer.append(torch.cat([k for k, _ in found]), torch.cat([c for _, c in found]))
-        for stats in self.stats.values():
-            stats.pending = None
-
-    def sync_tails(self) -> None:
-        """Copy the combined tail buffers back into each site's statistics."""
-        if self._tails is None:
+    def _flush(self) -> None:
+        assert self._seq_ids is not None
+        pending = []
+        for name, start, _ in self._layout():
+            stats = self.stats[name]
+            if stats.pending is not None:
+                pending.append((start, stats.pending))
+                stats.pending = None
+        if not pending:
             return
-        for side, buffer in self._tails.items():
-            ordered = buffer.sorted_keys()
-            for name, start, width in self._layout():
-                self.stats[name].tails[side].load_state_dict({"keys": ordered[:, start:start + width].clone()})
+        exemplars, tails = self._joined()
+        for side, joined in exemplars.items():
+            joined.absorb(Candidates.side_by_side([(start, p.exemplars[side]) for start, p in pending]), self._seq_ids)
+        for side, buffer in tails.items():
+            found = [(start, f) for start, p in pending if (f := p.tails.get(side)) is not None]
+            if found:
+                buffer.append(torch.cat([keys for _, (keys, _) in found]),
+                              torch.cat([cols + start for start, (_, cols) in found]))
 
     def merge(self, other: Scanner) -> None:
-        self.sync_tails()
-        other.sync_tails()
-        self._tails = None
+        self._tails = self._exemplars = None
         for name, stats in other.stats.items():
             if name in self.stats:
                 self.stats[name].merge(stats)
@@ -121,15 +117,14 @@ class Scanner:
         self.sequences += other.sequences
 
     def state_dict(self) -> dict[str, Any]:
-        self.sync_tails()
         return {"sequences": self.sequences, "stats": {n: s.state_dict() for n, s in self.stats.items()},
                 "widths": {n: s.width for n, s in self.stats.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sequences = int(state["sequences"])
         self.stats = {}
-        self._tails = None
+        self._tails = self._exemplars = None
         for name, width in state["widths"].items():
-            stats = SiteStats(int(width), self.settings, self.model.device, defer_tails=True)
+            stats = SiteStats(int(width), self.settings, self.model.device, deferred=True)
             stats.load_state_dict(state["stats"][name])
             self.stats[name] = stats

@@ -4,11 +4,12 @@ batch on the model's device. Memory is fixed by the settings, not the corpus."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from neurodbg.scan.exemplars import ExemplarSet
+from neurodbg.scan.exemplars import Candidates, ExemplarSet
 from neurodbg.scan.random_exemplars import RandomExemplars
 from neurodbg.scan.settings import ScanSettings
 from neurodbg.scan.tails import TailBuffer
@@ -17,14 +18,39 @@ from neurodbg.scan.tails import TailBuffer
 TAIL_SIDES: dict[str, int] = {"upper": +1, "lower": -1, "upper_sample": +1, "lower_sample": -1}
 
 
+def block_size(length: int) -> int:
+    """Tokens per block for block extremes: a divisor of `length` near 8 (the whole
+    sequence when there is none)."""
+    return next((d for d in (8, 9, 7, 10, 6, 12, 5, 16, 4) if length % d == 0), length)
+
+
+def _asinh(y: torch.Tensor) -> torch.Tensor:
+    """asinh from vectorised primitives (torch's CPU asinh is scalar, ~3x slower):
+    log1p(a + a^2 / (1 + sqrt(1 + a^2))) with the sign of y, accurate near 0. Beyond
+    |y| = 1e8 (far past any histogram range) values are clamped."""
+    y = y.clamp(-1e8, 1e8)
+    a = y.abs()
+    return (a * a).div_((a * a).add_(1).sqrt_().add_(1)).add_(a).log1p_().copysign_(y)
+
+
+@dataclass
+class Pending:
+    """A deferred site's candidates from one batch, waiting for its owner to merge the
+    candidates of all sites at once. A tail side is None when the batch was merged
+    directly (early in a scan, see `TailBuffer.candidates`)."""
+
+    exemplars: dict[str, Candidates]                                    # "top" / "bottom"
+    tails: dict[str, tuple[torch.Tensor, torch.Tensor] | None]          # side -> (keys, columns)
+
+
 class SiteStats:
     def __init__(self, width: int, settings: ScanSettings, device: torch.device | str = "cpu",
-                 defer_tails: bool = False) -> None:
+                 deferred: bool = False) -> None:
         s = settings
-        # With defer_tails the owner (the Scanner) feeds all sites' tail candidates into
-        # one combined buffer per batch and copies the result back here (`pending`).
-        self.defer_tails = defer_tails
-        self.pending: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        # deferred: the owner (the Scanner) merges the exemplar and tail candidates of all
+        # sites (`pending`) at once after each batch, its combined sets viewing each site's
+        self.deferred = deferred
+        self.pending: Pending | None = None
         self.width, self.settings = width, s
         length = s.seq_len
         self.top = ExemplarSet(s.top_k, width, length, +1, device)
@@ -39,44 +65,70 @@ class SiteStats:
         self.n_hist_tokens = 0
         self._hist_top = math.asinh(s.hist_limit / s.hist_scale)
         self._hist_offsets = torch.arange(width, device=device) * s.hist_bins
+        self._rows: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._ones = torch.ones(0, dtype=torch.long, device=device)
 
     def update(self, acts: torch.Tensor, seq_ids: torch.Tensor, hashes: torch.Tensor | None = None) -> None:
         """acts [B, L, width] (any float dtype) for sequences `seq_ids` [B]; `hashes`
         (of the ids, for the random sample) when the caller already has them."""
         acts = acts.detach().float()
         counted = acts[:, 1:] if self.settings.skip_first else acts
+        batch, length = counted.shape[:2]
+        # extremes per block of a few tokens, then per sequence: the tail buffers look
+        # token by token only at blocks that beat a threshold, not at whole sequences
+        size = block_size(length)
+        blocks = counted.view(batch, length // size, size, self.width)
         # (amax and amin separately are ~10x faster than aminmax on CPU here)
-        hi, lo = counted.amax(1), counted.amin(1)                     # per-sequence extremes [B, width]
-        self.top.update(hi, seq_ids, acts)
-        self.bottom.update(lo, seq_ids, acts)
+        block_hi, block_lo = blocks.amax(2), blocks.amin(2)          # [B, blocks, width]
+        hi, lo = block_hi.amax(1), block_lo.amin(1)                   # per-sequence extremes [B, width]
+        if self.deferred:
+            exemplars = {"top": self.top.candidates(hi, acts), "bottom": self.bottom.candidates(lo, acts)}
+        else:
+            self.top.update(hi, seq_ids, acts)
+            self.bottom.update(lo, seq_ids, acts)
         self.random.update(seq_ids, acts, hashes)
         every = self.settings.hist_every
         sample = (seq_ids % every == 0).nonzero().flatten().to(counted.device)
-        feeds = {"upper": (counted, hi), "lower": (counted, lo)}
+        feeds = {"upper": (blocks, block_hi), "lower": (blocks, block_lo)}
         if sample.numel():
-            sampled = counted[sample]
-            feeds.update(upper_sample=(sampled, hi[sample]), lower_sample=(sampled, lo[sample]))
+            sampled = blocks[sample]
+            feeds.update(upper_sample=(sampled, block_hi[sample]), lower_sample=(sampled, block_lo[sample]))
             self._histogram(sampled.reshape(-1, self.width))
-        if self.defer_tails:
-            self.pending = feeds
+        if self.deferred:
+            # candidates are picked now, while this layer's activations are still in cache
+            tails = {side: self.tails[side].candidates(*feed) for side, feed in feeds.items()}
+            self.pending = Pending(exemplars, tails)
         else:
             for side, (tokens, extremes) in feeds.items():
                 self.tails[side].update(tokens, extremes)
-        flat = counted.reshape(-1, self.width)
-        # per-batch sums in float32 over a few hundred tokens (as matrix products, the
-        # fastest reductions on CPU here), accumulated in float64
-        ones = torch.ones(1, flat.shape[0], dtype=flat.dtype, device=flat.device)
-        self.total += (ones @ flat)[0].double()
-        self.total_sq += (ones @ (flat * flat))[0].double()
-        self.active += (ones @ torch.relu(flat).sign_())[0].round().long()
-        self.n_tokens += flat.shape[0]
+        # per-batch sums in float32 (as matrix products with a 0/1 row that leaves out the
+        # skipped positions: the fastest reductions on CPU here, and no copy of the
+        # activations), accumulated in float64
+        flat = acts.reshape(-1, self.width)
+        counts = self._counted_row(acts.shape[0], acts.shape[1], flat)
+        self.total += (counts @ flat)[0].double()
+        self.total_sq += (counts @ (flat * flat))[0].double()
+        self.active += (counts @ flat.sign().clamp_(min=0))[0].round().long()
+        self.n_tokens += batch * length
+
+    def _counted_row(self, batch: int, length: int, like: torch.Tensor) -> torch.Tensor:
+        """[1, batch * length]: 1 for counted positions, 0 for skipped ones."""
+        key = (batch, length, like.dtype, like.device)
+        if key not in self._rows:
+            row = torch.ones(batch, length, dtype=like.dtype, device=like.device)
+            if self.settings.skip_first:
+                row[:, 0] = 0
+            self._rows = {key: row.view(1, -1)}
+        return self._rows[key]
 
     def _histogram(self, flat: torch.Tensor) -> None:
         s = self.settings
         step = 2 * self._hist_top / s.hist_bins
-        u = torch.asinh(flat / s.hist_scale)
-        idx = ((u + self._hist_top) / step).floor_().clamp_(0, s.hist_bins - 1).long() + self._hist_offsets
-        self.hist += torch.bincount(idx.view(-1), minlength=self.width * s.hist_bins).view(self.width, -1)
+        u = _asinh(flat / s.hist_scale)
+        idx = u.add_(self._hist_top).div_(step).floor_().clamp_(0, s.hist_bins - 1).long().add_(self._hist_offsets)
+        if self._ones.numel() != idx.numel():
+            self._ones = torch.ones(idx.numel(), dtype=self.hist.dtype, device=idx.device)
+        self.hist.view(-1).scatter_add_(0, idx.view(-1), self._ones)   # (faster than bincount + add)
         self.n_hist_tokens += flat.shape[0]
 
     def merge(self, other: SiteStats) -> None:

@@ -16,6 +16,9 @@ import math
 
 import torch
 
+# above this fraction of (sequence, neuron) pairs passing, a batch is merged densely
+CROWDED = 0.5
+
 
 class TailBuffer:
     def __init__(self, capacity: int, width: int, sign: int, device: torch.device | str = "cpu") -> None:
@@ -24,27 +27,43 @@ class TailBuffer:
         self.fill = torch.zeros(width, dtype=torch.long, device=device)
         self.threshold = torch.full((width,), float("-inf"), device=device)
 
-    def update(self, tokens: torch.Tensor, seq_extremes: torch.Tensor) -> None:
-        """tokens [B, T, width] token activations; seq_extremes [B, width] their per-sequence
-        max (sign=+1) or min (sign=-1)."""
-        keys, cols = self.candidates(tokens, seq_extremes)
-        self.append(keys, cols)
+    def update(self, tokens: torch.Tensor, block_extremes: torch.Tensor) -> None:
+        """tokens [B, blocks, size, width]: token activations, in blocks of `size` tokens;
+        block_extremes [B, blocks, width]: each block's max (sign=+1) or min (sign=-1)."""
+        found = self.candidates(tokens, block_extremes)
+        if found is not None:
+            self.append(*found)
 
-    def candidates(self, tokens: torch.Tensor, seq_extremes: torch.Tensor, offset: int = 0
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (key, column) pairs of `tokens` that beat their neuron's threshold, for
-        columns `offset`..., in ascending column order; only sequences whose extreme
-        passes are looked at token by token."""
-        width = tokens.shape[-1]
-        threshold = self.threshold[offset:offset + width]
-        hot = (seq_extremes.T * self.sign > threshold.unsqueeze(1)).nonzero()   # [P, 2] (column, sequence)
-        if hot.numel() == 0:
-            empty = torch.empty(0, device=tokens.device)
-            return empty, empty.long()
-        cols, seqs = hot[:, 0], hot[:, 1]
-        values = tokens[seqs, :, cols] * self.sign                     # [P, T]
-        passing = (values > threshold[cols].unsqueeze(1)).nonzero()
-        return values[passing[:, 0], passing[:, 1]], cols[passing[:, 0]] + offset
+    def candidates(self, tokens: torch.Tensor, block_extremes: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The (key, column) pairs of `tokens` that beat their neuron's threshold, in
+        ascending column order, for `append`; only blocks whose extreme passes are looked
+        at token by token. Early in a scan, when a batch brings more than `capacity`
+        tokens per column and most blocks pass, the batch is merged at once instead (a
+        dense top-k beats sorting millions of candidates) and None is returned."""
+        batch, n_blocks, size, _ = tokens.shape
+        threshold = self.threshold.view(-1, 1, 1)
+        extremes = block_extremes.permute(2, 0, 1)                     # [width, B, blocks]
+        hot = (extremes > threshold) if self.sign > 0 else (extremes < -threshold)
+        where = hot.nonzero()                                         # [P, 3] (column, sequence, block)
+        if where.shape[0] > CROWDED * hot.numel() and batch * n_blocks * size > self.capacity:
+            self._absorb(tokens.reshape(-1, self.width))
+            return None
+        cols = where[:, 0]
+        values = tokens[where[:, 1], where[:, 2], :, cols]              # [P, size]
+        limit = self.threshold[cols].unsqueeze(1)
+        passing = ((values > limit) if self.sign > 0 else (values < -limit)).nonzero()
+        return values[passing[:, 0], passing[:, 1]] * self.sign, cols[passing[:, 0]]
+
+    def _absorb(self, tokens: torch.Tensor) -> None:
+        """Merge all of `tokens` [n, width] at once."""
+        flat = tokens * self.sign
+        pool = torch.cat([self.keys, flat.topk(min(self.capacity, flat.shape[0]), dim=0).values])
+        best = pool.topk(self.capacity, dim=0).values
+        self.keys[self.capacity:] = float("-inf")
+        self.keys[: self.capacity] = best
+        self.fill.fill_(self.capacity)
+        self.threshold.copy_(best[-1])
 
     def append(self, keys: torch.Tensor, cols: torch.Tensor) -> None:
         """Append (key, column) pairs, given in ascending column order (as `candidates` gives them)."""
@@ -52,11 +71,16 @@ class TailBuffer:
             return
         counts = torch.bincount(cols, minlength=self.width)
         if int(counts.max()) > self.capacity:
-            # (early in a scan) only a column's best `capacity` new keys can matter
+            # (early in a scan) only a column's best `capacity` new keys can matter: sort
+            # just the columns that brought more, then append the two groups in turn
+            crowded = (counts > self.capacity)[cols]
+            self.append(keys[~crowded], cols[~crowded])
+            keys, cols = keys[crowded], cols[crowded]
             order = torch.argsort(keys, descending=True, stable=True)
             keys, cols = keys[order], cols[order]
             order = torch.argsort(cols, stable=True)
             keys, cols = keys[order], cols[order]
+            counts = torch.bincount(cols, minlength=self.width)
             rank = torch.arange(cols.numel(), device=cols.device) - (torch.cumsum(counts, 0) - counts)[cols]
             keep = rank < self.capacity
             keys, cols = keys[keep], cols[keep]
@@ -113,3 +137,19 @@ class TailBuffer:
         self.keys = torch.cat([best, torch.full_like(best, float("-inf"))])
         self.fill = torch.full((self.width,), self.capacity, dtype=torch.long, device=best.device)
         self.threshold = best[-1].clone()
+
+    @classmethod
+    def joined(cls, parts: list[TailBuffer]) -> TailBuffer:
+        """One buffer over the columns of all `parts` side by side (so one batch of several
+        layers is one append); each part is rebound to views of it, so stays current."""
+        first = parts[0]
+        joined = cls(first.capacity, sum(p.width for p in parts), first.sign, first.keys.device)
+        joined.keys = torch.cat([p.keys for p in parts], dim=1)
+        joined.fill = torch.cat([p.fill for p in parts])
+        joined.threshold = torch.cat([p.threshold for p in parts])
+        start = 0
+        for p in parts:
+            part = slice(start, start + p.width)
+            p.keys, p.fill, p.threshold = joined.keys[:, part], joined.fill[part], joined.threshold[part]
+            start += p.width
+        return joined

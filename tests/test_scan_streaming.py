@@ -1,0 +1,80 @@
+"""The streaming structures of a scan against brute force on synthetic streams
+long enough to reach every path: dense merges early, sparse candidates later,
+compactions, columns flooded by one batch, exemplar rows reused, several sets
+merged side by side, and shards merged afterwards."""
+
+from __future__ import annotations
+
+import torch
+
+from neurodbg.scan.exemplars import Candidates, ExemplarSet
+from neurodbg.scan.tails import TailBuffer
+
+
+def _stream(batches: int, batch: int, length: int, width: int, seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for b in range(batches):
+        x = torch.randn(batch, length, width, generator=gen) * torch.rand(width, generator=gen)
+        x = (x * 4).round() / 4   # many ties
+        if b % 9 == 5:            # now and then a batch floods a few columns with large values
+            x[:, :, : width // 5] += 3 + b / 10
+        out.append(x)
+    return out
+
+
+def _brute_exemplars(acts: torch.Tensor, ids: torch.Tensor, k: int, sign: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """acts [S, L, W] of sequences `ids`: per column, the top k by (sign * max, then id)."""
+    scores = (acts * sign).amax(1)                                  # [S, W]
+    keys, order_ids, rows = [], [], []
+    for col in range(acts.shape[2]):
+        ranked = sorted(range(len(ids)), key=lambda s: (-float(scores[s, col]), int(ids[s])))[:k]
+        keys.append(scores[ranked, col])
+        order_ids.append(ids[ranked])
+        rows.append(acts[ranked, :, col].half())
+    return torch.stack(keys, 1), torch.stack(order_ids, 1), torch.stack(rows, 1)
+
+
+def test_exemplars_equal_brute_force_alone_side_by_side_and_merged() -> None:
+    k, length, width = 5, 6, 12
+    stream = _stream(40, 4, length, 2 * width, seed=1)
+    ids = [torch.arange(4) + 4 * b for b in range(len(stream))]
+    everything, all_ids = torch.cat(stream), torch.cat(ids)
+    for sign in (+1, -1):
+        alone = ExemplarSet(k, 2 * width, length, sign)
+        left, right = ExemplarSet(k, width, length, sign), ExemplarSet(k, width, length, sign)
+        joined = ExemplarSet.joined([left, right])
+        shards = [ExemplarSet(k, 2 * width, length, sign) for _ in range(3)]
+        for b, (acts, seq) in enumerate(zip(stream, ids, strict=True)):
+            scores = acts.amax(1) if sign > 0 else acts.amin(1)
+            alone.update(scores, seq, acts)
+            parts = [(0, left.candidates(scores[:, :width], acts[:, :, :width])),
+                     (width, right.candidates(scores[:, width:], acts[:, :, width:]))]
+            joined.absorb(Candidates.side_by_side(parts), seq)
+            shards[b % 3].update(scores, seq, acts)
+        for shard in shards[1:]:
+            shards[0].merge(shard)
+        keys, want_ids, want_acts = _brute_exemplars(everything, all_ids, k, sign)
+        for got in (alone, joined, shards[0]):
+            assert torch.equal(got.keys, keys) and torch.equal(got.ids, want_ids) and torch.equal(got.acts, want_acts)
+        # the parts are views of the joined set: each holds its own columns
+        assert torch.equal(left.acts, want_acts[:, :width]) and torch.equal(right.ids, want_ids[:, width:])
+
+
+def test_tail_buffer_keeps_the_exact_top_capacity() -> None:
+    capacity, blocks, size, width = 16, 3, 5, 20
+    stream = _stream(60, 4, blocks * size, width, seed=2)
+    for sign in (+1, -1):
+        buffer = TailBuffer(capacity, width, sign)
+        shards = [TailBuffer(capacity, width, sign) for _ in range(2)]
+        for b, tokens in enumerate(stream):
+            grouped = tokens.view(4, blocks, size, width)
+            extremes = grouped.amax(2) if sign > 0 else grouped.amin(2)
+            buffer.update(grouped, extremes)
+            shards[b % 2].update(grouped, extremes)
+        shards[0].merge(shards[1])
+        flat = torch.cat(stream).reshape(-1, width) * sign
+        want = flat.sort(dim=0, descending=True).values[:capacity]
+        assert torch.equal(buffer.sorted_keys(), want)
+        assert torch.equal(shards[0].sorted_keys(), want)
