@@ -30,7 +30,8 @@ def _asinh(y: torch.Tensor) -> torch.Tensor:
     |y| = 1e8 (far past any histogram range) values are clamped."""
     y = y.clamp(-1e8, 1e8)
     a = y.abs()
-    return (a * a).div_((a * a).add_(1).sqrt_().add_(1)).add_(a).log1p_().copysign_(y)
+    square = a * a
+    return square.div(square.add(1).sqrt_().add_(1)).add_(a).log1p_().copysign_(y)
 
 
 @dataclass

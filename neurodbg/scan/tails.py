@@ -16,7 +16,7 @@ import math
 
 import torch
 
-# above this fraction of (sequence, neuron) pairs passing, a batch is merged densely
+# above this fraction of (block, neuron) pairs passing, a batch is merged densely
 CROWDED = 0.5
 
 
