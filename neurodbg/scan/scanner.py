@@ -44,11 +44,13 @@ class Scanner:
         self._hashes: torch.Tensor | None = None
         self._tails: dict[str, TailBuffer] | None = None
         self._exemplars: dict[str, ExemplarSet] | None = None
+        self._scratch: dict[str, torch.Tensor] = {}   # work tensors the sites share
 
     def _sink(self, name: str, acts: torch.Tensor) -> None:
         assert self._seq_ids is not None
         if name not in self.stats:
-            self.stats[name] = SiteStats(acts.shape[-1], self.settings, acts.device, deferred=True)
+            self.stats[name] = SiteStats(acts.shape[-1], self.settings, acts.device, deferred=True,
+                                         scratch=self._scratch)
             self._tails = self._exemplars = None  # the combined sets are (re)built once all sites are known
         self.stats[name].update(acts, self._seq_ids.to(acts.device), self._hashes)
 
@@ -125,6 +127,6 @@ class Scanner:
         self.stats = {}
         self._tails = self._exemplars = None
         for name, width in state["widths"].items():
-            stats = SiteStats(int(width), self.settings, self.model.device, deferred=True)
+            stats = SiteStats(int(width), self.settings, self.model.device, deferred=True, scratch=self._scratch)
             stats.load_state_dict(state["stats"][name])
             self.stats[name] = stats
