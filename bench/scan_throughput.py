@@ -6,7 +6,11 @@ statistics are first fed `--warm` batches, as a long scan would be); the figure
 is the median of per-round throughput ratios (scan / plain). Target (issue 3):
 >= 0.9. Also prints the atlas size per neuron from a finished small scan.
 
-    .venv/bin/python bench/scan_throughput.py [--rounds 12] [--warm 100]
+    .venv/bin/python bench/scan_throughput.py [--rounds 12] [--warm 100] [--device cuda] [--batch 256]
+        [--layout wide|per-layer]
+
+`--layout` picks how the statistics are updated (default: the scanner's own choice,
+`wide_by_default`: all layers at once on a GPU or a CPU with 8+ threads, else per layer).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from paired import paired_rounds, synchronizer, truncated_forward
 
 import neurodbg
 from neurodbg.corpus import open_corpus
@@ -26,57 +31,36 @@ from neurodbg.scan.runner import batches, sequence_stream
 from neurodbg.scan.scanner import Scanner
 
 
-class _Stop(Exception):
-    pass
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--warm", type=int, default=100, help="batches fed to the statistics before timing")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size-tokens", type=int, default=4096, help="tokens for the bytes-per-neuron scan")
+    parser.add_argument("--device", default=None, help="cpu (default) or cuda")
+    parser.add_argument("--layout", choices=("wide", "per-layer"), default=None)
     args = parser.parse_args()
 
-    model = neurodbg.load_model("default", progress=False)
+    model = neurodbg.load_model("default", device=args.device, progress=False)
     settings = ScanSettings(batch_size=args.batch)
     corpus = open_corpus("default")
     stream = batches(sequence_stream(corpus, model, settings), args.batch)
-    scanner = Scanner(model, settings)
-    last = model.module.model.layers[-1].mlp.down_proj
-
-    def stop(*_: object) -> None:
-        raise _Stop
-
-    def plain(batch: list) -> None:
-        ids = torch.tensor([s.ids for s in batch])
-        handle = last.register_forward_pre_hook(stop)
-        try:
-            with torch.no_grad():
-                model.module(input_ids=ids, use_cache=False)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
+    scanner = Scanner(model, settings, wide=None if args.layout is None else args.layout == "wide")
+    synchronize = synchronizer(model)
 
     warm_times = []
     for _ in range(args.warm):
         batch = next(stream)
         t0 = time.perf_counter()
         scanner.process(batch)
+        synchronize()
         warm_times.append(time.perf_counter() - t0)
-    ratios, plain_times = [], []
-    for _ in range(args.rounds):
-        batch = next(stream)
-        t0 = time.perf_counter()
-        plain(batch)
-        t1 = time.perf_counter()
-        scanner.process(batch)
-        t2 = time.perf_counter()
-        plain_times.append(t1 - t0)
-        ratios.append((t1 - t0) / (t2 - t1))
+    plain_times, scan_times = paired_rounds(stream, truncated_forward(model), scanner.process, args.rounds,
+                                            synchronize)
+    ratios = [p / s for p, s in zip(plain_times, scan_times, strict=True)]
     tokens = args.batch * settings.seq_len
-    print(f"{model.name}: batch {args.batch} x {settings.seq_len}, {args.rounds} rounds after {args.warm} warm "
+    print(f"{model.name} on {model.device}: batch {args.batch} x {settings.seq_len}, "
+          f"{'wide' if scanner.wide else 'per-layer'} statistics, {args.rounds} rounds after {args.warm} warm "
           f"batches, {torch.get_num_threads()} threads; plain truncated forward "
           f"{tokens / statistics.median(plain_times):.0f} tokens/s")
     ratio = statistics.median(ratios)

@@ -134,17 +134,51 @@ def test_sharded_scans_merge_to_the_same_atlas(setup, tmp_path) -> None:
     merged = parts[0]
     for part in parts[1:]:
         merged.merge(part)
-    assert merged.sequences == whole.sequences
+    _assert_same_statistics(whole, merged)
+
+
+def test_wide_scanner_equals_per_layer_and_resumes(setup) -> None:
+    """All layers updated at once (the default on GPUs and many-core CPUs) gives the same
+    statistics as layer by layer, also when its state is saved and loaded mid-scan."""
+    import io
+
+    from neurodbg.scan.runner import sequence_stream
+    from neurodbg.scan.scanner import Scanner
+
+    model, corpus, _, _ = setup
+    batches = list(_batches(sequence_stream(corpus, model, SETTINGS)))
+    per_layer, wide = Scanner(model, SETTINGS, wide=False), Scanner(model, SETTINGS, wide=True)
+    for batch in batches:
+        per_layer.process(batch)
+        wide.process(batch)
+    assert wide._wide_stats is not None and per_layer._wide_stats is None
+    _assert_same_statistics(per_layer, wide)
+
+    first = Scanner(model, SETTINGS, wide=True)
+    for batch in batches[: len(batches) // 2]:
+        first.process(batch)
+    saved = io.BytesIO()
+    torch.save(first.state_dict(), saved)
+    resumed = Scanner(model, SETTINGS, wide=True)
+    resumed.load_state_dict(torch.load(io.BytesIO(saved.getvalue())))
+    for batch in batches[len(batches) // 2:]:
+        resumed.process(batch)
+    _assert_same_statistics(per_layer, resumed)
+
+
+def _assert_same_statistics(whole, other_scanner) -> None:
+    assert other_scanner.sequences == whole.sequences
     for name, stats in whole.stats.items():
-        other = merged.stats[name]
+        other = other_scanner.stats[name]
         for a, b in ((stats.top, other.top), (stats.bottom, other.bottom)):
             assert torch.equal(a.ids, b.ids) and torch.equal(a.keys, b.keys) and torch.equal(a.acts, b.acts)
-        assert torch.equal(stats.random.ids, other.random.ids)
+        assert torch.equal(stats.random.ids, other.random.ids) and torch.equal(stats.random.acts, other.random.acts)
         for side, buffer in stats.tails.items():
             assert torch.equal(buffer.sorted_keys(), other.tails[side].sorted_keys())
         assert torch.equal(stats.active, other.active) and torch.equal(stats.hist, other.hist)
-        assert stats.n_tokens == other.n_tokens
+        assert stats.n_tokens == other.n_tokens and stats.n_hist_tokens == other.n_hist_tokens
         assert torch.allclose(stats.total, other.total, rtol=1e-6, atol=1e-6)  # float sums: order-dependent bits
+        assert torch.allclose(stats.total_sq, other.total_sq, rtol=1e-6, atol=1e-6)
 
 
 def _batches(stream, size: int = 4):

@@ -33,9 +33,12 @@ class RandomExemplars:
         if hashes is None:
             hashes = hash_ids(seq_ids)
         hashes = hashes.to(self.hashes.device)
-        if bool((hashes >= self.hashes.max()).all()):
+        # only a hash below the largest kept one can enter (a tie loses to the kept one), so
+        # only those sequences' activations are converted and merged: a batch holds many
+        enters = (hashes < self.hashes.max()).nonzero().flatten()
+        if enters.numel() == 0:
             return
-        self._merge(hashes, seq_ids.to(self.ids.device), acts.permute(0, 2, 1))
+        self._merge(hashes[enters], seq_ids.to(self.ids.device)[enters], acts[enters].permute(0, 2, 1))
 
     def merge(self, other: RandomExemplars) -> None:
         self._merge(other.hashes, other.ids, other.acts)
@@ -44,12 +47,28 @@ class RandomExemplars:
         cand = torch.cat([self.hashes, hashes])
         order = torch.argsort(cand, stable=True)[: self.k]
         pool = torch.cat([self.acts, acts.clamp(-65504.0, 65504.0).half()])   # (fp16 throughout: no copy of all kept)
-        self.acts = pool[order]
-        self.hashes = cand[order]
-        self.ids = torch.cat([self.ids, ids])[order]
+        # in place: a joined set's parts are views of it (see `joined`)
+        self.acts.copy_(pool[order])
+        self.hashes.copy_(cand[order])
+        self.ids.copy_(torch.cat([self.ids, ids])[order])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"hashes": self.hashes, "ids": self.ids, "acts": self.acts}
+        return {"hashes": self.hashes.clone(), "ids": self.ids.clone(), "acts": self.acts.clone()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.hashes, self.ids, self.acts = state["hashes"], state["ids"], state["acts"]
+
+    @classmethod
+    def joined(cls, parts: list[RandomExemplars]) -> RandomExemplars:
+        """One sample over the columns of all `parts` side by side (they hold the same
+        sequences: the sample depends on indices alone); each part's activations are
+        rebound to a view of it, so stay current."""
+        first = parts[0]
+        joined = cls(first.k, sum(p.width for p in parts), first.length, first.hashes.device)
+        joined.hashes, joined.ids = first.hashes.clone(), first.ids.clone()
+        joined.acts = torch.cat([p.acts for p in parts], dim=1)
+        start = 0
+        for p in parts:
+            p.hashes, p.ids, p.acts = joined.hashes, joined.ids, joined.acts[:, start:start + p.width]
+            start += p.width
+        return joined

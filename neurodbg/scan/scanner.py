@@ -33,13 +33,27 @@ def scan_sites(model: Model, settings: ScanSettings) -> list[Site]:
     return sites
 
 
+def wide_by_default(device: torch.device) -> bool:
+    """Whether to gather all layers' activations and update their statistics at once
+    (`Scanner(wide=...)`). Per layer, the statistics are ~75 small tensor operations; on a
+    GPU each is a kernel launch (and some a host sync), on a many-core CPU each costs more
+    in overhead than in work, so one pass over all layers is several times faster there.
+    On a CPU with few cores the operations are bound by memory bandwidth instead, and
+    per layer, while its activations are still in cache, is as fast and needs no buffer."""
+    return device.type != "cpu" or torch.get_num_threads() >= 8
+
+
 class Scanner:
-    def __init__(self, model: Model, settings: ScanSettings) -> None:
+    def __init__(self, model: Model, settings: ScanSettings, *, wide: bool | None = None) -> None:
         self.model = model
         self.settings = settings
         self.sites = scan_sites(model, settings)
         self.stats: dict[str, SiteStats] = {}
         self.sequences = 0
+        self.wide = wide_by_default(model.device) if wide is None else wide
+        self._wide_stats: SiteStats | None = None
+        self._wide_acts: torch.Tensor | None = None
+        self._wide_start: dict[str, int] = {}
         self._seq_ids: torch.Tensor | None = None
         self._hashes: torch.Tensor | None = None
         self._tails: dict[str, TailBuffer] | None = None
@@ -48,6 +62,11 @@ class Scanner:
 
     def _sink(self, name: str, acts: torch.Tensor) -> None:
         assert self._seq_ids is not None
+        if self._wide_stats is not None:
+            # all sites are known: collect this layer beside the others, update them all at once
+            start = self._wide_start[name]
+            self._wide_buffer(acts)[:, :, start:start + acts.shape[-1]].copy_(acts)
+            return
         if name not in self.stats:
             self.stats[name] = SiteStats(acts.shape[-1], self.settings, acts.device, deferred=True,
                                          scratch=self._scratch)
@@ -65,8 +84,32 @@ class Scanner:
             inputs["use_cache"] = False  # a scan never continues a sequence
         with self.model.trace(capture=[s.name for s in self.sites], sink=self._sink, stop_early=True) as tr:
             tr.forward(inputs)
-        self._flush()
+        if self._wide_stats is not None:
+            parts = [self.stats[name] for name, _, _ in self._layout()]
+            self._wide_stats.update(self._wide_buffer(), self._seq_ids.to(self.model.device), self._hashes)
+            self._wide_stats.sync_counters(parts)
+        else:
+            self._flush()
+            if self.wide and len(self.stats) == len(self.sites):
+                self._go_wide()
         self.sequences += len(batch)
+
+    # -- wide mode ----------------------------------------------------------------------------
+    def _go_wide(self) -> None:
+        layout = self._layout()
+        self._wide_start = {name: start for name, start, _ in layout}
+        self._wide_stats = SiteStats.joined([self.stats[name] for name, _, _ in layout])
+        self._tails = self._exemplars = None
+
+    def _wide_buffer(self, like: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L, all columns]: this batch's activations of every site side by side."""
+        if like is not None:
+            batch, length = like.shape[:2]
+            width = sum(w for _, _, w in self._layout())
+            if self._wide_acts is None or self._wide_acts.shape[:2] != (batch, length):
+                self._wide_acts = torch.empty((batch, length, width), dtype=torch.float32, device=like.device)
+        assert self._wide_acts is not None
+        return self._wide_acts
 
     # -- combined sets -----------------------------------------------------------------------
     # The candidates of all sites go into one exemplar set and one tail buffer per side, so
@@ -111,6 +154,7 @@ class Scanner:
 
     def merge(self, other: Scanner) -> None:
         self._tails = self._exemplars = None
+        self._wide_stats = None
         for name, stats in other.stats.items():
             if name in self.stats:
                 self.stats[name].merge(stats)
@@ -126,6 +170,7 @@ class Scanner:
         self.sequences = int(state["sequences"])
         self.stats = {}
         self._tails = self._exemplars = None
+        self._wide_stats = None
         for name, width in state["widths"].items():
             stats = SiteStats(int(width), self.settings, self.model.device, deferred=True, scratch=self._scratch)
             stats.load_state_dict(state["stats"][name])

@@ -159,6 +159,34 @@ class SiteStats:
         self.n_tokens += other.n_tokens
         self.n_hist_tokens += other.n_hist_tokens
 
+    @classmethod
+    def joined(cls, parts: list[SiteStats]) -> SiteStats:
+        """Statistics over the columns of all `parts` side by side, so one `update` with the
+        activations of all their layers side by side updates every part: each part's state
+        is rebound to views of the joined state. Its token counters are the caller's to copy
+        back (`sync_counters`)."""
+        first = parts[0]
+        device = first.total.device
+        joined = cls(sum(p.width for p in parts), first.settings, device, scratch=first.scratch)
+        joined.top = ExemplarSet.joined([p.top for p in parts])
+        joined.bottom = ExemplarSet.joined([p.bottom for p in parts])
+        joined.random = RandomExemplars.joined([p.random for p in parts])
+        joined.tails = {side: TailBuffer.joined([p.tails[side] for p in parts]) for side in TAIL_SIDES}
+        for name in ("total", "total_sq", "active", "hist"):
+            whole = torch.cat([getattr(p, name) for p in parts])
+            setattr(joined, name, whole)
+            start = 0
+            for p in parts:
+                setattr(p, name, whole[start:start + p.width])
+                start += p.width
+        joined.n_tokens, joined.n_hist_tokens = first.n_tokens, first.n_hist_tokens
+        return joined
+
+    def sync_counters(self, parts: list[SiteStats]) -> None:
+        for p in parts:
+            p.n_tokens, p.n_hist_tokens = self.n_tokens, self.n_hist_tokens
+            p.top.last_id, p.bottom.last_id = self.top.last_id, self.bottom.last_id
+
     # -- derived ----------------------------------------------------------------------------
     def mean(self) -> torch.Tensor:
         return self.total / max(self.n_tokens, 1)
@@ -205,8 +233,9 @@ class SiteStats:
         return {"top": self.top.state_dict(), "bottom": self.bottom.state_dict(),
                 "random": self.random.state_dict(),
                 **{side: buffer.state_dict() for side, buffer in self.tails.items()},
-                "total": self.total, "total_sq": self.total_sq,
-                "active": self.active, "hist": self.hist, "n_tokens": self.n_tokens,
+                # (copies: these may be views of a joined state, and a saved view saves all of it)
+                "total": self.total.clone(), "total_sq": self.total_sq.clone(),
+                "active": self.active.clone(), "hist": self.hist.clone(), "n_tokens": self.n_tokens,
                 "n_hist_tokens": self.n_hist_tokens}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
