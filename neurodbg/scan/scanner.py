@@ -85,9 +85,8 @@ class Scanner:
         with self.model.trace(capture=[s.name for s in self.sites], sink=self._sink, stop_early=True) as tr:
             tr.forward(inputs)
         if self._wide_stats is not None:
-            parts = [self.stats[name] for name, _, _ in self._layout()]
             self._wide_stats.update(self._wide_buffer(), self._seq_ids.to(self.model.device), self._hashes)
-            self._wide_stats.sync_counters(parts)
+            self._wide_stats.sync_counters(list(self.stats.values()))
         else:
             self._flush()
             if self.wide and len(self.stats) == len(self.sites):
@@ -105,8 +104,8 @@ class Scanner:
         """[B, L, all columns]: this batch's activations of every site side by side."""
         if like is not None:
             batch, length = like.shape[:2]
-            width = sum(w for _, _, w in self._layout())
             if self._wide_acts is None or self._wide_acts.shape[:2] != (batch, length):
+                width = sum(w for _, _, w in self._layout())
                 self._wide_acts = torch.empty((batch, length, width), dtype=torch.float32, device=like.device)
         assert self._wide_acts is not None
         return self._wide_acts
