@@ -3,6 +3,9 @@ a tiny model over a small real corpus, recomputed independently with manual hook
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -164,6 +167,69 @@ def test_wide_scanner_equals_per_layer_and_resumes(setup) -> None:
     for batch in batches[len(batches) // 2:]:
         resumed.process(batch)
     _assert_same_statistics(per_layer, resumed)
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
+def test_fused_reductions_equal_the_eager_statistics(setup) -> None:
+    """The compiled reductions (scan/fused.py, used on CPU after the first tokens of a long
+    scan) give the same exemplars, tails, histogram and counts as the eager code, and sums
+    within float32 rounding; a resumed scan switches at the same point."""
+    import io
+
+    from neurodbg.scan import fused
+    from neurodbg.scan.runner import sequence_stream
+    from neurodbg.scan.scanner import Scanner
+
+    model, corpus, _, _ = setup
+    batches = list(_batches(sequence_stream(corpus, model, SETTINGS)))
+    calls = []
+    original = fused.fused_reductions
+
+    def counting(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    eager = Scanner(model, SETTINGS, wide=False, fuse_after=None)
+    compiled = Scanner(model, SETTINGS, wide=False, fuse_after=3 * SETTINGS.batch_size * (SETTINGS.seq_len - 1))
+    import neurodbg.scan.site_stats as site_stats
+    site_stats.fused_reductions = counting
+    try:
+        for batch in batches:
+            eager.process(batch)
+            compiled.process(batch)
+        full = sum(len(b) == SETTINGS.batch_size for b in batches)
+        assert calls and all(calls) and len(calls) == 2 * (full - 3)   # 2 layers, from the 4th full batch
+        _assert_same_statistics(eager, compiled)
+
+        first = Scanner(model, SETTINGS, wide=False, fuse_after=compiled.fuse_after)
+        for batch in batches[:2]:
+            first.process(batch)
+        saved = io.BytesIO()
+        torch.save(first.state_dict(), saved)
+        resumed = Scanner(model, SETTINGS, wide=False, fuse_after=compiled.fuse_after)
+        resumed.load_state_dict(torch.load(io.BytesIO(saved.getvalue())))
+        for batch in batches[2:]:
+            resumed.process(batch)
+    finally:
+        site_stats.fused_reductions = original
+    _assert_same_statistics(compiled, resumed)
+    for name, stats in compiled.stats.items():   # same path, same bits
+        assert torch.equal(stats.total, resumed.stats[name].total)
+        assert torch.equal(stats.total_sq, resumed.stats[name].total_sq)
+
+    acts = torch.randn(3, 20, 7) * 3
+    acts[0, 0] = 1e4   # the skipped position
+    out = fused.fused_reductions(acts, 19, True)
+    assert out is not None
+    reference = fused.reductions(acts, 19, True)   # the same function, not compiled
+    for got, want in zip(out, reference, strict=True):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert torch.allclose(got.double(), want.double(), rtol=1e-6, atol=1e-5)
+    counted = acts[:, 1:]
+    assert torch.equal(out[0], counted.amax(1, keepdim=True)) and torch.equal(out[3], counted.amin(1))
+    assert torch.equal(out[6], (counted > 0).sum((0, 1)))
+    assert torch.allclose(out[4].double(), counted.double().sum((0, 1)), rtol=1e-5, atol=1e-4)
 
 
 def _assert_same_statistics(whole, other_scanner) -> None:

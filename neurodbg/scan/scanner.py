@@ -11,6 +11,7 @@ import torch
 from neurodbg.errors import NeurodbgError
 from neurodbg.model import Model
 from neurodbg.scan.exemplars import Candidates, ExemplarSet
+from neurodbg.scan.fused import FUSE_AFTER_TOKENS
 from neurodbg.scan.random_exemplars import hash_ids
 from neurodbg.scan.settings import ScanSettings
 from neurodbg.scan.site_stats import TAIL_SIDES, SiteStats
@@ -44,13 +45,15 @@ def wide_by_default(device: torch.device) -> bool:
 
 
 class Scanner:
-    def __init__(self, model: Model, settings: ScanSettings, *, wide: bool | None = None) -> None:
+    def __init__(self, model: Model, settings: ScanSettings, *, wide: bool | None = None,
+                 fuse_after: int | None = FUSE_AFTER_TOKENS) -> None:
         self.model = model
         self.settings = settings
         self.sites = scan_sites(model, settings)
         self.stats: dict[str, SiteStats] = {}
         self.sequences = 0
         self.wide = wide_by_default(model.device) if wide is None else wide
+        self.fuse_after = fuse_after   # see `SiteStats.fuse_after` and scan/fused.py
         self._wide_stats: SiteStats | None = None
         self._wide_acts: torch.Tensor | None = None
         self._wide_start: dict[str, int] = {}
@@ -69,7 +72,7 @@ class Scanner:
             return
         if name not in self.stats:
             self.stats[name] = SiteStats(acts.shape[-1], self.settings, acts.device, deferred=True,
-                                         scratch=self._scratch)
+                                         scratch=self._scratch, fuse_after=self.fuse_after)
             self._tails = self._exemplars = None  # the combined sets are (re)built once all sites are known
         self.stats[name].update(acts, self._seq_ids.to(acts.device), self._hashes)
 
@@ -171,6 +174,7 @@ class Scanner:
         self._tails = self._exemplars = None
         self._wide_stats = None
         for name, width in state["widths"].items():
-            stats = SiteStats(int(width), self.settings, self.model.device, deferred=True, scratch=self._scratch)
+            stats = SiteStats(int(width), self.settings, self.model.device, deferred=True, scratch=self._scratch,
+                              fuse_after=self.fuse_after)
             stats.load_state_dict(state["stats"][name])
             self.stats[name] = stats

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from neurodbg.scan.exemplars import Candidates, ExemplarSet
+from neurodbg.scan.fused import Fused, fused_reductions
 from neurodbg.scan.random_exemplars import RandomExemplars
 from neurodbg.scan.settings import ScanSettings
 from neurodbg.scan.tails import TailBuffer
@@ -46,8 +47,13 @@ class Pending:
 
 class SiteStats:
     def __init__(self, width: int, settings: ScanSettings, device: torch.device | str = "cpu",
-                 deferred: bool = False, scratch: dict[str, torch.Tensor] | None = None) -> None:
+                 deferred: bool = False, scratch: dict[str, torch.Tensor] | None = None,
+                 fuse_after: int | None = None) -> None:
         s = settings
+        # use the compiled reductions (`fused`) for full batches once this many tokens are in
+        # (None: never); the switch depends only on the stream position, so a resumed scan
+        # takes the same path as an uninterrupted one
+        self.fuse_after = fuse_after
         # reusable work tensors, shared by the sites of one scanner (one layer at a time)
         self.scratch: dict[str, torch.Tensor] = {} if scratch is None else scratch
         # deferred: the owner (the Scanner) merges the exemplar and tail candidates of all
@@ -81,9 +87,13 @@ class SiteStats:
         # token by token only at blocks that beat a threshold, not at whole sequences
         size = block_size(length)
         blocks = counted.view(batch, length // size, size, self.width)
-        # (amax and amin separately are ~10x faster than aminmax on CPU here)
-        block_hi, block_lo = blocks.amax(2), blocks.amin(2)          # [B, blocks, width]
-        hi, lo = block_hi.amax(1), block_lo.amin(1)                   # per-sequence extremes [B, width]
+        fused = self._fused(acts, size)
+        if fused is None:
+            # (amax and amin separately are ~10x faster than aminmax on CPU here)
+            block_hi, block_lo = blocks.amax(2), blocks.amin(2)      # [B, blocks, width]
+            hi, lo = block_hi.amax(1), block_lo.amin(1)               # per-sequence extremes [B, width]
+        else:
+            block_hi, block_lo, hi, lo = fused[:4]
         if self.deferred:
             exemplars = {"top": self.top.candidates(hi, acts), "bottom": self.bottom.candidates(lo, acts)}
         else:
@@ -104,8 +114,23 @@ class SiteStats:
         else:
             for side, (tokens, extremes) in feeds.items():
                 self.tails[side].update(tokens, extremes)
-        self._sums(acts)
+        if fused is None:
+            self._sums(acts)
+        else:
+            self._accumulate(*fused[4:])
         self.n_tokens += batch * length
+
+    def _fused(self, acts: torch.Tensor, size: int) -> Fused | None:
+        if (self.fuse_after is None or self.n_tokens < self.fuse_after
+                or acts.shape[0] != self.settings.batch_size):   # (a partial batch would compile anew)
+            return None
+        return fused_reductions(acts, size, self.settings.skip_first)
+
+    def _accumulate(self, total: torch.Tensor, total_sq: torch.Tensor, active: torch.Tensor) -> None:
+        """Add one batch's float32 sums (and positive count) to the float64 totals."""
+        self.total += total.double()
+        self.total_sq += total_sq.double()
+        self.active += active.round().long() if active.is_floating_point() else active
 
     def _sums(self, acts: torch.Tensor) -> None:
         """Per-batch sums in float32, accumulated in float64. They are matrix products with
@@ -121,9 +146,7 @@ class SiteStats:
         torch.mul(flat, flat, out=derived[0])
         torch.gt(flat, 0, out=derived[1])
         square, positive = (counts @ derived)[:, 0]
-        self.total += (counts @ flat)[0].double()
-        self.total_sq += square.double()
-        self.active += positive.round().long()
+        self._accumulate((counts @ flat)[0], square, positive)
 
     def _counted_row(self, batch: int, length: int, like: torch.Tensor) -> torch.Tensor:
         """[1, batch * length]: 1 for counted positions, 0 for skipped ones."""
@@ -167,7 +190,8 @@ class SiteStats:
         back (`sync_counters`)."""
         first = parts[0]
         device = first.total.device
-        joined = cls(sum(p.width for p in parts), first.settings, device, scratch=first.scratch)
+        joined = cls(sum(p.width for p in parts), first.settings, device, scratch=first.scratch,
+                     fuse_after=first.fuse_after)
         joined.top = ExemplarSet.joined([p.top for p in parts])
         joined.bottom = ExemplarSet.joined([p.bottom for p in parts])
         joined.random = RandomExemplars.joined([p.random for p in parts])
