@@ -2,11 +2,12 @@
 (a lent accelerator that cannot download): the default model's config and tokenizer
 with random weights, random token batches for the timings.
 
-  (A) SiteStats on CUDA equals SiteStats on the CPU fed the same activations, bit for bit;
+  (A) SiteStats on CUDA equals SiteStats on the CPU fed the same activations, bit for bit
+      (the histogram within its stated error: the CPU bins by a float32 formula);
   (B) a whole scan on CUDA into a real atlas; one neuron's record against brute force
       (manual hooks on the same module);
   (C) scan throughput / plain forward truncated at the last scanned layer, on CUDA at
-      several batch sizes, all layers at once and layer by layer, and on the CPU.
+      several batch sizes, with the eager and the compiled statistics, and on the CPU.
 
     python bench/scan_device_check.py [--model-dir DIR] [--corpus FILE] [--no-cpu]
 
@@ -29,7 +30,7 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from paired import paired_rounds, synchronizer, truncated_forward
+from paired import synchronizer, truncated_forward
 
 import neurodbg
 from neurodbg.atlas import AtlasStore
@@ -48,14 +49,23 @@ class Sequence:
     ids: list[int]
 
 
-def differences(a: Any, b: Any, path: str = "") -> list[str]:
-    """Where two state dicts differ (float sums within 1e-5: their order differs by device)."""
+def differences(a: Any, b: Any, path: str = "", n_tokens: int = 1) -> list[str]:
+    """Where two state dicts differ. Float sums only within rounding, compared as means (to
+    1e-5 relative, 1e-7 absolute): their summation order differs by device and kernel, and
+    a column whose values cancel to ~0 has a large relative error in its float32 sum."""
     if isinstance(a, dict):
-        return [d for key in a for d in differences(a[key], b[key], f"{path}/{key}")]
+        n_tokens = max(int(a.get("n_tokens", n_tokens)), 1)
+        return [d for key in a for d in differences(a[key], b[key], f"{path}/{key}", n_tokens)]
     if torch.is_tensor(a):
         a, b = a.cpu(), b.cpu()
         if path.endswith(("/total", "/total_sq")):
-            return [] if torch.allclose(a, b, rtol=1e-5, atol=1e-6) else [f"{path}: {(a - b).abs().max():.3g}"]
+            a, b = a / n_tokens, b / n_tokens
+            return [] if torch.allclose(a, b, rtol=1e-5, atol=1e-7) else [f"{path}: {(a - b).abs().max():.3g}"]
+        if path.endswith("/hist") and not torch.equal(a, b):
+            # the CPU bins by a float32 formula, a GPU by exact search: values at an edge may move
+            moved = int((a - b).abs().sum()) // 2
+            return [f"{path}: {moved} values in a neighbouring bin" + (" (totals differ)" if
+                    not torch.equal(a.sum(1), b.sum(1)) else "")]
         return [] if torch.equal(a, b) else [f"{path}: {int((a != b).sum())} of {a.numel()} differ"]
     return [] if a == b else [f"{path}: {a} != {b}"]
 
@@ -110,8 +120,13 @@ def check_scan_against_brute_force(model: neurodbg.Model, corpus_path: Path, lay
 
 
 def throughput(model: neurodbg.Model, vocab: int, batch: int, warm: int, rounds: int, wide: bool | None) -> None:
+    """Scan / plain forward on the same batches, for the eager statistics and the compiled
+    ones (`fuse_after=0`: the path a long scan takes after `FUSE_AFTER_TOKENS`), fed the
+    same batches side by side; their states are compared at the end."""
     device = model.device
-    scanner = Scanner(model, ScanSettings(batch_size=batch), wide=wide)
+    settings = ScanSettings(batch_size=batch)
+    eager = Scanner(model, settings, wide=wide, fuse_after=None)
+    compiled = Scanner(model, settings, wide=wide, fuse_after=0)
     gen = torch.Generator().manual_seed(2)
     counter = 0
 
@@ -122,19 +137,27 @@ def throughput(model: neurodbg.Model, vocab: int, batch: int, warm: int, rounds:
         return [Sequence(counter - batch + i, row) for i, row in enumerate(rows)]
 
     synchronize = synchronizer(model)
-
-    started = time.perf_counter()
+    plain = truncated_forward(model)
     for _ in range(warm):
-        scanner.process(next_batch())
-    synchronize()
-    warm_seconds = time.perf_counter() - started
-    stream = iter(next_batch, None)
-    plain_times, scan_times = paired_rounds(stream, truncated_forward(model), scanner.process, rounds, synchronize)
-    ratio = statistics.median(p / s for p, s in zip(plain_times, scan_times, strict=True))
-    tokens = batch * 64
-    print(f"C {device} batch {batch}, {'all layers at once' if scanner.wide else 'layer by layer'}: plain "
-          f"{tokens / statistics.median(plain_times):,.0f} tokens/s, ratio {ratio:.3f} after {warm} batches "
-          f"(first {warm} batches: {warm * statistics.median(plain_times) / warm_seconds:.3f})", flush=True)
+        fed = next_batch()
+        eager.process(fed)
+        compiled.process(fed)
+    times: dict[str, list[float]] = {"plain": [], "eager": [], "compiled": []}
+    for _ in range(rounds):
+        fed = next_batch()
+        for name, run in (("plain", plain), ("eager", eager.process), ("compiled", compiled.process)):
+            synchronize()
+            started = time.perf_counter()
+            run(fed)
+            synchronize()
+            times[name].append(time.perf_counter() - started)
+    ratio = {name: statistics.median(p / t for p, t in zip(times["plain"], times[name], strict=True))
+             for name in ("eager", "compiled")}
+    found = differences(eager.state_dict(), compiled.state_dict())
+    print(f"C {device} batch {batch}, {'all layers at once' if eager.wide else 'layer by layer'}: plain "
+          f"{batch * 64 / statistics.median(times['plain']):,.0f} tokens/s; ratio eager {ratio['eager']:.3f}, "
+          f"compiled {ratio['compiled']:.3f} after {warm} batches; compiled vs eager state: "
+          f"{'identical (sums within rounding)' if not found else found[:4]}", flush=True)
 
 
 def main() -> None:
@@ -154,8 +177,7 @@ def main() -> None:
     check_site_stats_on_cuda()
     model = neurodbg.load_model(module.to("cuda"), tokenizer=tokenizer)
     check_scan_against_brute_force(model, args.corpus, min(5, config.num_hidden_layers - 1), 123)
-    for batch, warm, rounds, wide in ((8, 60, 12, None), (8, 30, 8, False), (64, 40, 10, None),
-                                      (256, 30, 8, None), (256, 20, 6, False), (1024, 12, 6, None)):
+    for batch, warm, rounds, wide in ((8, 60, 12, None), (256, 24, 8, None), (1024, 10, 5, None)):
         throughput(model, config.vocab_size, batch, warm, rounds, wide)
     if args.no_cpu:
         return

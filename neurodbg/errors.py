@@ -44,6 +44,10 @@ class AtlasMismatchError(AtlasError):
     """An atlas was asked to mix models, corpora or settings."""
 
 
+class ScanMemoryError(NeurodbgError, MemoryError):
+    """A scan's batch does not fit in the memory of the device it runs on."""
+
+
 class CorpusError(NeurodbgError):
     """A corpus is missing, unreadable, empty, malformed, or lacks its text field."""
 

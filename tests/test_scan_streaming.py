@@ -5,9 +5,14 @@ merged side by side, and shards merged afterwards."""
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
+from neurodbg.scan import site_stats, tails
 from neurodbg.scan.exemplars import Candidates, ExemplarSet
+from neurodbg.scan.settings import ScanSettings
+from neurodbg.scan.site_stats import SiteStats
 from neurodbg.scan.tails import TailBuffer
 
 
@@ -36,10 +41,16 @@ def _brute_exemplars(acts: torch.Tensor, ids: torch.Tensor, k: int, sign: int
     return torch.stack(keys, 1), torch.stack(order_ids, 1), torch.stack(rows, 1)
 
 
-def test_exemplars_equal_brute_force_alone_side_by_side_and_merged() -> None:
-    k, length, width = 5, 6, 12
-    stream = _stream(40, 4, length, 2 * width, seed=1)
-    ids = [torch.arange(4) + 4 * b for b in range(len(stream))]
+@pytest.mark.parametrize(("k", "batch", "shuffled"), [(5, 4, False), (3, 8, False), (3, 8, True)])
+def test_exemplars_equal_brute_force_alone_side_by_side_and_merged(k: int, batch: int, shuffled: bool) -> None:
+    """Also with batches larger than k (each column's best k candidates are merged), and
+    with ids out of order within a batch (ties then break by id, not by row)."""
+    length, width = 6, 12
+    stream = _stream(40, batch, length, 2 * width, seed=1)
+    ids = [torch.arange(batch) + batch * b for b in range(len(stream))]
+    if shuffled:
+        gen = torch.Generator().manual_seed(3)
+        ids = [seq[torch.randperm(batch, generator=gen)] for seq in ids]
     everything, all_ids = torch.cat(stream), torch.cat(ids)
     for sign in (+1, -1):
         alone = ExemplarSet(k, 2 * width, length, sign)
@@ -62,7 +73,9 @@ def test_exemplars_equal_brute_force_alone_side_by_side_and_merged() -> None:
         assert torch.equal(left.acts, want_acts[:, :width]) and torch.equal(right.ids, want_ids[:, width:])
 
 
-def test_tail_buffer_keeps_the_exact_top_capacity() -> None:
+@pytest.mark.parametrize("in_place", [False, True], ids=["transposed compare (CPU)", "in-place compare (GPU)"])
+def test_tail_buffer_keeps_the_exact_top_capacity(in_place: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tails, "compare_in_place", lambda tokens: in_place)
     capacity, blocks, size, width = 16, 3, 5, 20
     stream = _stream(60, 4, blocks * size, width, seed=2)
     for sign in (+1, -1):
@@ -78,3 +91,25 @@ def test_tail_buffer_keeps_the_exact_top_capacity() -> None:
         want = flat.sort(dim=0, descending=True).values[:capacity]
         assert torch.equal(buffer.sorted_keys(), want)
         assert torch.equal(shards[0].sorted_keys(), want)
+
+
+def test_histogram_bins_equal_the_published_edges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binary search (GPU) puts every value, also one exactly at an edge or one float32 step
+    beside it, in the bin the published float64 edges say; the asinh formula (CPU) agrees
+    away from the edges."""
+    settings = ScanSettings(seq_len=8, hist_every=1)   # every sequence goes into the histogram
+    edges = np.array(settings.hist_edges())
+    gen = torch.Generator().manual_seed(4)
+    width = 64
+    values = torch.randn(4, 8, width, generator=gen) * torch.exp(3 * torch.randn(width, generator=gen))
+    on_edges = torch.tensor(edges[1:-1], dtype=torch.float32)[torch.randint(0, 127, (4, 8, width), generator=gen)]
+    beside = torch.nextafter(on_edges, torch.where(values > 0, 1.0, -1.0) * torch.tensor(float("inf")))
+    for by_search, acts in ((True, torch.cat([values, on_edges, beside])), (False, values)):
+        monkeypatch.setattr(site_stats, "bins_by_search", lambda flat, by_search=by_search: by_search)
+        stats = SiteStats(width, settings)
+        stats.update(acts, torch.arange(acts.shape[0]))
+        flat = acts[:, 1:].reshape(-1, width).double().numpy()   # position 0 is skipped
+        want = np.stack([np.bincount(np.searchsorted(edges[1:-1], flat[:, n], side="right"), minlength=128)
+                         for n in range(width)])
+        assert stats.n_hist_tokens == flat.shape[0]
+        assert np.array_equal(stats.hist.numpy(), want)

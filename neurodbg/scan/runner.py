@@ -18,8 +18,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from neurodbg.atlas.store import AtlasStore
-from neurodbg.errors import CorpusError
+from neurodbg.errors import CorpusError, ScanMemoryError
 from neurodbg.model import Model
 from neurodbg.scan import checkpoint
 from neurodbg.scan.finalize import write_atlas
@@ -118,8 +120,16 @@ def scan(model: Model, source: Any, atlas_dir: str | Path, settings: ScanSetting
         resumed_from = scanner.sequences
         started = time.perf_counter()
         if not done:
-            _run(scanner, source, model, settings, directory, identity, progress, checkpoint_seconds,
-                 stop_after_batches)
+            try:
+                _run(scanner, source, model, settings, directory, identity, progress, checkpoint_seconds,
+                     stop_after_batches)
+            except RuntimeError as error:
+                if not out_of_memory(error):
+                    raise
+                raise ScanMemoryError(
+                    f"out of memory scanning batches of {settings.batch_size} sequences on {model.device}: "
+                    f"scan into a new atlas with a smaller --batch-size (it is part of the scan's settings); "
+                    f"{directory} keeps its last checkpoint") from error
             if stop_after_batches is not None and not _finished(scanner, source, model, settings):
                 return _summary(store, directory, time.perf_counter() - started, resumed_from, status="partial",
                                 scanner=scanner)
@@ -136,6 +146,12 @@ def scan(model: Model, source: Any, atlas_dir: str | Path, settings: ScanSetting
         return _summary(store, directory, elapsed, resumed_from)
     finally:
         store.close()
+
+
+def out_of_memory(error: RuntimeError) -> bool:
+    """torch's allocation failures: CUDA's `OutOfMemoryError`, the CPU allocator's RuntimeError."""
+    text = str(error)
+    return isinstance(error, torch.OutOfMemoryError) or "DefaultCPUAllocator" in text or "out of memory" in text
 
 
 def _finished(scanner: Scanner, source: Any, model: Model, settings: ScanSettings) -> bool:

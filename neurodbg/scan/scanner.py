@@ -4,14 +4,14 @@ last scanned site, and streams each site's activations into its `SiteStats`."""
 from __future__ import annotations
 
 from collections.abc import Sequence as Seq
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from neurodbg.errors import NeurodbgError
 from neurodbg.model import Model
 from neurodbg.scan.exemplars import Candidates, ExemplarSet
-from neurodbg.scan.fused import FUSE_AFTER_TOKENS
+from neurodbg.scan.fused import fuse_after_tokens
 from neurodbg.scan.random_exemplars import hash_ids
 from neurodbg.scan.settings import ScanSettings
 from neurodbg.scan.site_stats import TAIL_SIDES, SiteStats
@@ -46,14 +46,15 @@ def wide_by_default(device: torch.device) -> bool:
 
 class Scanner:
     def __init__(self, model: Model, settings: ScanSettings, *, wide: bool | None = None,
-                 fuse_after: int | None = FUSE_AFTER_TOKENS) -> None:
+                 fuse_after: int | Literal["auto"] | None = "auto") -> None:
         self.model = model
         self.settings = settings
         self.sites = scan_sites(model, settings)
         self.stats: dict[str, SiteStats] = {}
         self.sequences = 0
         self.wide = wide_by_default(model.device) if wide is None else wide
-        self.fuse_after = fuse_after   # see `SiteStats.fuse_after` and scan/fused.py
+        # see `SiteStats.fuse_after` and scan/fused.py ("auto": by the model's device type)
+        self.fuse_after = fuse_after_tokens(model.device) if fuse_after == "auto" else fuse_after
         self._wide_stats: SiteStats | None = None
         self._wide_acts: torch.Tensor | None = None
         self._wide_start: dict[str, int] = {}

@@ -35,6 +35,12 @@ def _asinh(y: torch.Tensor) -> torch.Tensor:
     return square.div(square.add(1).sqrt_().add_(1)).add_(a).log1p_().copysign_(y)
 
 
+def bins_by_search(flat: torch.Tensor) -> bool:
+    """Whether `SiteStats._histogram` bins by binary search against the published edges
+    (GPU) or by the asinh formula (CPU: vectorised, 3x faster there than the search)."""
+    return flat.is_cuda
+
+
 @dataclass
 class Pending:
     """A deferred site's candidates from one batch, waiting for its owner to merge the
@@ -74,6 +80,7 @@ class SiteStats:
         self.n_hist_tokens = 0
         self._hist_top = math.asinh(s.hist_limit / s.hist_scale)
         self._hist_offsets = torch.arange(width, device=device) * s.hist_bins
+        self._edges: torch.Tensor | None = None
         self._rows: dict[tuple[Any, ...], torch.Tensor] = {}
         self._ones = torch.ones(0, dtype=torch.long, device=device)
 
@@ -160,13 +167,29 @@ class SiteStats:
 
     def _histogram(self, flat: torch.Tensor) -> None:
         s = self.settings
-        step = 2 * self._hist_top / s.hist_bins
-        u = _asinh(flat / s.hist_scale)
-        idx = u.add_(self._hist_top).div_(step).floor_().clamp_(0, s.hist_bins - 1).long().add_(self._hist_offsets)
+        if bins_by_search(flat):
+            # one binary search per value against the published edges (the asinh formula below
+            # is ~16 passes over the sample, a tenth of the statistics' time at batch 1024);
+            # a value within rounding of an edge may land one bin off the CPU's
+            idx = torch.bucketize(flat, self._inner_edges(flat.device), right=True).add_(self._hist_offsets)
+        else:
+            step = 2 * self._hist_top / s.hist_bins
+            u = _asinh(flat / s.hist_scale)
+            idx = u.add_(self._hist_top).div_(step).floor_().clamp_(0, s.hist_bins - 1).long().add_(self._hist_offsets)
         if self._ones.numel() != idx.numel():
             self._ones = torch.ones(idx.numel(), dtype=self.hist.dtype, device=idx.device)
         self.hist.view(-1).scatter_add_(0, idx.view(-1), self._ones)   # (faster than bincount + add)
         self.n_hist_tokens += flat.shape[0]
+
+    def _inner_edges(self, device: torch.device) -> torch.Tensor:
+        """The histogram's inner bin edges in float32, each rounded up, so that for a float32
+        x, x >= edge32 exactly when x >= the float64 edge (outer bins stay open-ended)."""
+        if self._edges is None or self._edges.device != device:
+            exact = torch.tensor(self.settings.hist_edges()[1:-1], dtype=torch.float64)
+            edges = exact.float()
+            edges = torch.where(edges.double() < exact, torch.nextafter(edges, torch.tensor(float("inf"))), edges)
+            self._edges = edges.to(device)
+        return self._edges
 
     def merge(self, other: SiteStats) -> None:
         """Fold in the statistics of a disjoint part of the stream (another shard)."""

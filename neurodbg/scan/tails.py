@@ -20,6 +20,12 @@ import torch
 CROWDED = 0.5
 
 
+def compare_in_place(tokens: torch.Tensor) -> bool:
+    """Whether `TailBuffer.candidates` compares block extremes in their own layout (GPU)
+    or transposed to neuron-major (CPU); both give the same candidates in the same order."""
+    return tokens.is_cuda
+
+
 class TailBuffer:
     def __init__(self, capacity: int, width: int, sign: int, device: torch.device | str = "cpu") -> None:
         self.capacity, self.width, self.sign = capacity, width, sign
@@ -42,18 +48,27 @@ class TailBuffer:
         tokens per column and most blocks pass, the batch is merged at once instead (a
         dense top-k beats sorting millions of candidates) and None is returned."""
         batch, n_blocks, size, _ = tokens.shape
-        threshold = self.threshold.view(-1, 1, 1)
-        extremes = block_extremes.permute(2, 0, 1)                     # [width, B, blocks]
-        hot = (extremes > threshold) if self.sign > 0 else (extremes < -threshold)
-        where = hot.nonzero()                                         # [P, 3] (column, sequence, block)
-        if where.shape[0] > CROWDED * hot.numel() and batch * n_blocks * size > self.capacity:
+        if compare_in_place(tokens):
+            # compare in place (reads along the neurons, coalesced), then order the few hot
+            # blocks by column; comparing the transposed view below read memory with a stride
+            # of the width, several times slower on a GPU at large batches
+            hot = self._beats(block_extremes, self.threshold)
+            seqs, blocks, cols = hot.nonzero().unbind(1)
+            order = torch.argsort(cols, stable=True)                   # then by sequence, block: as below
+            seqs, blocks, cols = seqs[order], blocks[order], cols[order]
+        else:
+            # on a CPU the transposed compare costs no more, and gives column order directly
+            hot = self._beats(block_extremes.permute(2, 0, 1), self.threshold.view(-1, 1, 1))   # [width, B, blocks]
+            cols, seqs, blocks = hot.nonzero().unbind(1)
+        if cols.numel() > CROWDED * hot.numel() and batch * n_blocks * size > self.capacity:
             self._absorb(tokens.reshape(-1, self.width))
             return None
-        cols = where[:, 0]
-        values = tokens[where[:, 1], where[:, 2], :, cols]              # [P, size]
-        limit = self.threshold[cols].unsqueeze(1)
-        passing = ((values > limit) if self.sign > 0 else (values < -limit)).nonzero()
+        values = tokens[seqs, blocks, :, cols]                          # [P, size]
+        passing = self._beats(values, self.threshold[cols].unsqueeze(1)).nonzero()
         return values[passing[:, 0], passing[:, 1]] * self.sign, cols[passing[:, 0]]
+
+    def _beats(self, values: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+        return (values > threshold) if self.sign > 0 else (values < -threshold)
 
     def _absorb(self, tokens: torch.Tensor) -> None:
         """Merge all of `tokens` [n, width] at once."""
