@@ -48,6 +48,10 @@ class ScanMemoryError(NeurodbgError, MemoryError):
     """A scan's batch does not fit in the memory of the device it runs on."""
 
 
+class NonFiniteError(NeurodbgError, ValueError):
+    """A scanned neuron produced NaN or infinite activations: its statistics cannot be recorded."""
+
+
 class CorpusError(NeurodbgError):
     """A corpus is missing, unreadable, empty, malformed, or lacks its text field."""
 

@@ -15,8 +15,8 @@ from scan_fixtures import tiny_model, write_corpus
 import neurodbg
 from neurodbg.atlas import AtlasStore, records
 from neurodbg.corpus import open_corpus, sequences
-from neurodbg.errors import ScanMemoryError
-from neurodbg.scan import ScanSettings, scan
+from neurodbg.errors import NonFiniteError, ScanMemoryError
+from neurodbg.scan import ScanSettings, checkpoint, scan
 
 SETTINGS = ScanSettings(seq_len=16, batch_size=4, top_k=5, random_k=3, tail_capacity=64, hist_every=1)
 
@@ -316,3 +316,24 @@ def test_running_out_of_memory_is_one_clear_error_and_the_scan_resumes(tmp_path,
     finally:
         handle.remove()
     assert scan(model, corpus, tmp_path / "atlas", SETTINGS, progress=False).status == "complete"
+
+
+def test_nan_activations_are_refused_with_the_neuron_named(tmp_path, default_model) -> None:
+    """A NaN in one neuron's activations (a real one, written by a hook into down_proj's
+    input) stops the scan with its id before any checkpoint or atlas row holds it."""
+    model = tiny_model(default_model.tokenizer)
+    corpus = open_corpus(str(write_corpus(tmp_path / "corpus.jsonl")))
+
+    def poison(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
+        acts = args[0].clone()
+        acts[0, 3, 7] = float("nan")
+        return (acts,)
+
+    handle = model.module.model.layers[1].mlp.down_proj.register_forward_pre_hook(poison)
+    try:
+        with pytest.raises(NonFiniteError, match=r"^L1/N7 \(layers.1.mlp.act\) had NaN"):
+            scan(model, corpus, tmp_path / "atlas", SETTINGS, progress=False)
+    finally:
+        handle.remove()
+    assert AtlasStore.open(tmp_path / "atlas").status != "complete"
+    assert checkpoint.load(tmp_path / "atlas") is None

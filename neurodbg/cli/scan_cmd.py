@@ -10,6 +10,8 @@ import typer
 from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, load
 from neurodbg.errors import NeurodbgError
 
+SMALL_GPU_BATCH = 64   # below this a GPU scan is launch-bound (bench/scan_device_check.py)
+
 
 def scan(
     corpus: Annotated[str, typer.Option(help="'default', a text/JSONL/Parquet file or dir, a datasets dir, hf:NAME.")],
@@ -42,6 +44,9 @@ def scan(
     target = _device(device)
     if target != "cpu":
         m.module.to(target)
+        if batch_size < SMALL_GPU_BATCH and not json_out:
+            console.print(f"note: on a GPU, batches of {batch_size} are bound by kernel launches; a larger "
+                          "--batch-size (256-1024, memory allowing) scans several times faster", markup=False)
     if backend == "local":
         from neurodbg.scan.runner import scan as run_scan
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from neurodbg.atlas.store import AtlasStore
-from neurodbg.errors import AtlasError
+from neurodbg.errors import AtlasError, NonFiniteError
 from neurodbg.model import Model
 from neurodbg.scan.output_directions import LogitEffects, logit_effects
 from neurodbg.scan.scanner import Scanner
@@ -23,6 +23,23 @@ Progress = Callable[[int], None]
 
 def _num(x: float) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else float(x)
+
+
+def check_finite(scanner: Scanner) -> None:
+    """Refuse statistics poisoned by a NaN or infinite activation (a NaN mean cannot be stored,
+    and an atlas of it would mislead): one NaN makes its neuron's sum NaN for good."""
+    for site in scanner.sites:
+        stats = scanner.stats.get(site.name)
+        if stats is None:
+            continue
+        bad = ~(torch.isfinite(stats.total) & torch.isfinite(stats.total_sq))
+        if bool(bad.any()):
+            neuron = int(bad.nonzero()[0])
+            raise NonFiniteError(
+                f"L{site.layer}/N{neuron} ({site.name}) had NaN or infinite activations within the first "
+                f"{stats.n_tokens:,} tokens scanned ({int(bad.sum()):,} of the layer's neurons did); an atlas needs "
+                f"finite activations (overflow in float16? load the model in float32, or trace it to see where "
+                f"they start)")
 
 
 def exemplar_sequences(scanner: Scanner) -> set[int]:
@@ -38,6 +55,7 @@ def write_atlas(store: AtlasStore, scanner: Scanner, model: Model, sequences: It
                 summary: dict[str, Any], advance: Progress | None = None) -> int:
     """Write every neuron of every scanned site; `sequences` streams the corpus once
     more to collect the token ids of exemplar sequences. Returns neurons written."""
+    check_finite(scanner)
     wanted = exemplar_sequences(scanner)
     seq_rows = []
     for seq in sequences:

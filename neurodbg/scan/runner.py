@@ -24,7 +24,7 @@ from neurodbg.atlas.store import AtlasStore
 from neurodbg.errors import CorpusError, ScanMemoryError
 from neurodbg.model import Model
 from neurodbg.scan import checkpoint
-from neurodbg.scan.finalize import write_atlas
+from neurodbg.scan.finalize import check_finite, write_atlas
 from neurodbg.scan.progress import ScanProgress
 from neurodbg.scan.scanner import Scanner
 from neurodbg.scan.settings import ScanSettings
@@ -133,6 +133,7 @@ def scan(model: Model, source: Any, atlas_dir: str | Path, settings: ScanSetting
             if stop_after_batches is not None and not _finished(scanner, source, model, settings):
                 return _summary(store, directory, time.perf_counter() - started, resumed_from, status="partial",
                                 scanner=scanner)
+            check_finite(scanner)
             checkpoint.save(directory, {"identity": identity, "done": True, "scanner": scanner.state_dict()})
         if scanner.sequences == 0:
             raise CorpusError(f"corpus {source.name} yielded no sequence of {settings.seq_len} tokens")
@@ -176,9 +177,11 @@ def _run(scanner: Scanner, source: Any, model: Model, settings: ScanSettings, di
             scanner.process(batch)
             bar.advance(len(batch) * settings.seq_len)
             if time.monotonic() - last_save >= checkpoint_seconds:
+                check_finite(scanner)   # (before saving: the last good checkpoint stays)
                 checkpoint.save(directory, {"identity": identity, "done": False, "scanner": scanner.state_dict()})
                 last_save = time.monotonic()
             if stop_after is not None and n_batch + 1 >= stop_after:
+                check_finite(scanner)
                 checkpoint.save(directory, {"identity": identity, "done": False, "scanner": scanner.state_dict()})
                 return
 

@@ -175,7 +175,9 @@ class SiteStats:
         else:
             step = 2 * self._hist_top / s.hist_bins
             u = _asinh(flat / s.hist_scale)
-            idx = u.add_(self._hist_top).div_(step).floor_().clamp_(0, s.hist_bins - 1).long().add_(self._hist_offsets)
+            position = u.add_(self._hist_top).div_(step).floor_().clamp_(0, s.hist_bins - 1)
+            # NaN goes to the last bin, as the search puts it (cast as is, it indexes out of range)
+            idx = position.nan_to_num_(nan=s.hist_bins - 1).long().add_(self._hist_offsets)
         if self._ones.numel() != idx.numel():
             self._ones = torch.ones(idx.numel(), dtype=self.hist.dtype, device=idx.device)
         self.hist.view(-1).scatter_add_(0, idx.view(-1), self._ones)   # (faster than bincount + add)
