@@ -28,11 +28,6 @@ log = logging.getLogger(__name__)
 # costs in scan time (~25 s on the 2-core CPU at ~260 tokens/s; ~10 s on a GPU at ~150k
 # tokens/s, where the kernel saves ~10 ms per 65k-token batch, a few percent)
 FUSE_AFTER_TOKENS = {"cpu": 20_000, "cuda": 10_000_000}
-
-
-def fuse_after_tokens(device: torch.device) -> int | None:
-    """When a scan on `device` switches to the compiled reductions (None: never)."""
-    return FUSE_AFTER_TOKENS.get(device.type)
 DISABLE_ENV = "NEURODBG_NO_COMPILE"
 
 Fused = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -58,6 +53,11 @@ def reductions(acts: torch.Tensor, size: int, skip_first: bool) -> Fused:
     total_sq = (counted * counted).sum((0, 1))
     active = (counted > 0).sum((0, 1))
     return block_hi, block_lo, block_hi.amax(1), block_lo.amin(1), total, total_sq, active
+
+
+def fuse_after_tokens(device: torch.device) -> int | None:
+    """When a scan on `device` switches to the compiled reductions (None: never)."""
+    return FUSE_AFTER_TOKENS.get(device.type)
 
 
 def available(acts: torch.Tensor) -> bool:

@@ -133,8 +133,7 @@ def scan(model: Model, source: Any, atlas_dir: str | Path, settings: ScanSetting
             if stop_after_batches is not None and not _finished(scanner, source, model, settings):
                 return _summary(store, directory, time.perf_counter() - started, resumed_from, status="partial",
                                 scanner=scanner)
-            check_finite(scanner)
-            checkpoint.save(directory, {"identity": identity, "done": True, "scanner": scanner.state_dict()})
+            _save(directory, identity, scanner, done=True)
         if scanner.sequences == 0:
             raise CorpusError(f"corpus {source.name} yielded no sequence of {settings.seq_len} tokens")
         elapsed = time.perf_counter() - started
@@ -177,13 +176,17 @@ def _run(scanner: Scanner, source: Any, model: Model, settings: ScanSettings, di
             scanner.process(batch)
             bar.advance(len(batch) * settings.seq_len)
             if time.monotonic() - last_save >= checkpoint_seconds:
-                check_finite(scanner)   # (before saving: the last good checkpoint stays)
-                checkpoint.save(directory, {"identity": identity, "done": False, "scanner": scanner.state_dict()})
+                _save(directory, identity, scanner, done=False)
                 last_save = time.monotonic()
             if stop_after is not None and n_batch + 1 >= stop_after:
-                check_finite(scanner)
-                checkpoint.save(directory, {"identity": identity, "done": False, "scanner": scanner.state_dict()})
+                _save(directory, identity, scanner, done=False)
                 return
+
+
+def _save(directory: Path, identity: dict[str, str], scanner: Scanner, done: bool) -> None:
+    """Checkpoint the scan, unless its statistics hold a NaN (then the last good checkpoint stays)."""
+    check_finite(scanner)
+    checkpoint.save(directory, {"identity": identity, "done": done, "scanner": scanner.state_dict()})
 
 
 def _summary(store: AtlasStore, directory: Path, elapsed: float, resumed_from: int, status: str | None = None,
