@@ -48,14 +48,13 @@ class TailBuffer:
         tokens per column and most blocks pass, the batch is merged at once instead (a
         dense top-k beats sorting millions of candidates) and None is returned."""
         batch, n_blocks, size, _ = tokens.shape
-        if compare_in_place(tokens):
+        in_place = compare_in_place(tokens)
+        if in_place:
             # compare in place (reads along the neurons, coalesced), then order the few hot
             # blocks by column; comparing the transposed view below read memory with a stride
             # of the width, several times slower on a GPU at large batches
             hot = self._beats(block_extremes, self.threshold)
             seqs, blocks, cols = hot.nonzero().unbind(1)
-            order = torch.argsort(cols, stable=True)                   # then by sequence, block: as below
-            seqs, blocks, cols = seqs[order], blocks[order], cols[order]
         else:
             # on a CPU the transposed compare costs no more, and gives column order directly
             hot = self._beats(block_extremes.permute(2, 0, 1), self.threshold.view(-1, 1, 1))   # [width, B, blocks]
@@ -63,6 +62,9 @@ class TailBuffer:
         if cols.numel() > CROWDED * hot.numel() and batch * n_blocks * size > self.capacity:
             self._absorb(tokens.reshape(-1, self.width))
             return None
+        if in_place:
+            order = torch.argsort(cols, stable=True)                   # then by sequence, block: as on a CPU
+            seqs, blocks, cols = seqs[order], blocks[order], cols[order]
         values = tokens[seqs, blocks, :, cols]                          # [P, size]
         passing = self._beats(values, self.threshold[cols].unsqueeze(1)).nonzero()
         return values[passing[:, 0], passing[:, 1]] * self.sign, cols[passing[:, 0]]
