@@ -29,7 +29,10 @@ def compare_in_place(tokens: torch.Tensor) -> bool:
 class TailBuffer:
     def __init__(self, capacity: int, width: int, sign: int, device: torch.device | str = "cpu") -> None:
         self.capacity, self.width, self.sign = capacity, width, sign
-        self.keys = torch.full((2 * capacity, width), float("-inf"), device=device)   # sign * value, unordered
+        # [width, 2 x capacity]: sign * value, unordered; neuron-major, so a compaction reads
+        # and writes each neuron's values contiguously (it took a strided gather, then a top-k
+        # down the columns, several times slower on CPU)
+        self.keys = torch.full((width, 2 * capacity), float("-inf"), device=device)
         self.fill = torch.zeros(width, dtype=torch.long, device=device)
         self.threshold = torch.full((width,), float("-inf"), device=device)
 
@@ -75,12 +78,12 @@ class TailBuffer:
     def _absorb(self, tokens: torch.Tensor) -> None:
         """Merge all of `tokens` [n, width] at once."""
         flat = tokens * self.sign
-        pool = torch.cat([self.keys, flat.topk(min(self.capacity, flat.shape[0]), dim=0).values])
-        best = pool.topk(self.capacity, dim=0).values
-        self.keys[self.capacity:] = float("-inf")
-        self.keys[: self.capacity] = best
+        pool = torch.cat([self.keys, flat.topk(min(self.capacity, flat.shape[0]), dim=0).values.T], dim=1)
+        best = pool.topk(self.capacity, dim=1).values
+        self.keys[:, self.capacity:] = float("-inf")
+        self.keys[:, : self.capacity] = best
         self.fill.fill_(self.capacity)
-        self.threshold.copy_(best[-1])
+        self.threshold.copy_(best[:, -1])
 
     def append(self, keys: torch.Tensor, cols: torch.Tensor) -> None:
         """Append (key, column) pairs, given in ascending column order (as `candidates` gives them)."""
@@ -110,27 +113,24 @@ class TailBuffer:
             counts = torch.bincount(cols, minlength=self.width)
         # now everything fits; slots only need a running index per column
         rank = torch.arange(cols.numel(), device=cols.device) - (torch.cumsum(counts, 0) - counts)[cols]
-        self.keys[self.fill[cols] + rank, cols] = keys
+        self.keys[cols, self.fill[cols] + rank] = keys
         self.fill += counts
 
     def _compact(self, cols: torch.Tensor | None = None) -> None:
         cols = torch.arange(self.width, device=self.keys.device) if cols is None else cols
-        best = self.keys[:, cols].topk(self.capacity, dim=0).values   # sorted, descending
-        self.keys[:, cols] = float("-inf")
-        self.keys[: self.capacity, cols] = best
+        best = self.keys[cols].topk(self.capacity, dim=1).values   # sorted, descending
+        self.keys[cols] = torch.cat([best, torch.full_like(best, float("-inf"))], dim=1)
         self.fill[cols] = self.capacity
-        self.threshold[cols] = best[-1]
+        self.threshold[cols] = best[:, -1]
 
     def sorted_keys(self) -> torch.Tensor:
         """[capacity, width]: the best keys, descending."""
-        return self.keys.topk(self.capacity, dim=0).values
+        return self.keys.topk(self.capacity, dim=1).values.T
 
     def merge(self, other: TailBuffer) -> None:
         pool = torch.cat([self.sorted_keys(), other.sorted_keys()])
         best = pool.topk(self.capacity, dim=0).values
-        self.keys = torch.cat([best, torch.full_like(best, float("-inf"))])
-        self.fill = torch.full_like(self.fill, self.capacity)
-        self.threshold = best[-1].clone()
+        self._rebuild(best)
 
     def holds_rank(self, q: float, n_tokens: int) -> bool:
         return n_tokens > 0 and math.ceil((n_tokens - 1) * q) < self.capacity
@@ -147,11 +147,14 @@ class TailBuffer:
         return ((a + (b - a) * (h - lo)) * self.sign).float()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"keys": self.sorted_keys()}
+        return {"keys": self.sorted_keys().contiguous()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        best = state["keys"]
-        self.keys = torch.cat([best, torch.full_like(best, float("-inf"))])
+        self._rebuild(state["keys"])
+
+    def _rebuild(self, best: torch.Tensor) -> None:
+        """Hold exactly `best` [capacity, width] (sorted, descending)."""
+        self.keys = torch.cat([best.T, torch.full_like(best.T, float("-inf"))], dim=1).contiguous()
         self.fill = torch.full((self.width,), self.capacity, dtype=torch.long, device=best.device)
         self.threshold = best[-1].clone()
 
@@ -161,12 +164,12 @@ class TailBuffer:
         layers is one append); each part is rebound to views of it, so stays current."""
         first = parts[0]
         joined = cls(first.capacity, sum(p.width for p in parts), first.sign, first.keys.device)
-        joined.keys = torch.cat([p.keys for p in parts], dim=1)
+        joined.keys = torch.cat([p.keys for p in parts])
         joined.fill = torch.cat([p.fill for p in parts])
         joined.threshold = torch.cat([p.threshold for p in parts])
         start = 0
         for p in parts:
             part = slice(start, start + p.width)
-            p.keys, p.fill, p.threshold = joined.keys[:, part], joined.fill[part], joined.threshold[part]
+            p.keys, p.fill, p.threshold = joined.keys[part], joined.fill[part], joined.threshold[part]
             start += p.width
         return joined
