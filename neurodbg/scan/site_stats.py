@@ -166,21 +166,27 @@ class SiteStats:
         return self._rows[key]
 
     def _histogram(self, flat: torch.Tensor) -> None:
+        """Count the sampled tokens' values, flat [tokens, width], into their bins."""
         s = self.settings
         if bins_by_search(flat):
             # one binary search per value against the published edges (the asinh formula below
             # is ~16 passes over the sample, a tenth of the statistics' time at batch 1024);
             # a value within rounding of an edge may land one bin off the CPU's
             idx = torch.bucketize(flat, self._inner_edges(flat.device), right=True).add_(self._hist_offsets)
+            if self._ones.numel() != idx.numel():
+                self._ones = torch.ones(idx.numel(), dtype=self.hist.dtype, device=idx.device)
+            self.hist.view(-1).scatter_add_(0, idx.view(-1), self._ones)   # (faster than bincount + add)
         else:
+            # neuron-major [width, tokens], so the counts go row by row: each neuron's counters
+            # stay in cache while its tokens are added, and rows are counted in parallel (one
+            # scatter into the flat table missed cache on nearly every value and ran on one
+            # thread: 48 ms for all layers at once on 2 cores, now ~10)
+            scaled = torch.div(flat.T, s.hist_scale, out=flat.new_empty((self.width, flat.shape[0])))
             step = 2 * self._hist_top / s.hist_bins
-            u = _asinh(flat / s.hist_scale)
-            position = u.add_(self._hist_top).div_(step).floor_().clamp_(0, s.hist_bins - 1)
+            position = _asinh(scaled).add_(self._hist_top).div_(step).floor_().clamp_(0, s.hist_bins - 1)
             # NaN goes to the last bin, as the search puts it (cast as is, it indexes out of range)
-            idx = position.nan_to_num_(nan=s.hist_bins - 1).long().add_(self._hist_offsets)
-        if self._ones.numel() != idx.numel():
-            self._ones = torch.ones(idx.numel(), dtype=self.hist.dtype, device=idx.device)
-        self.hist.view(-1).scatter_add_(0, idx.view(-1), self._ones)   # (faster than bincount + add)
+            bins = position.nan_to_num_(nan=s.hist_bins - 1).long()
+            self.hist.scatter_add_(1, bins, torch.ones((1, 1), dtype=self.hist.dtype).expand_as(bins))
         self.n_hist_tokens += flat.shape[0]
 
     def _inner_edges(self, device: torch.device) -> torch.Tensor:
