@@ -116,8 +116,8 @@ class TailBuffer:
         self.keys[cols, self.fill[cols] + rank] = keys
         self.fill += counts
 
-    def _compact(self, cols: torch.Tensor | None = None) -> None:
-        cols = torch.arange(self.width, device=self.keys.device) if cols is None else cols
+    def _compact(self, cols: torch.Tensor) -> None:
+        """Keep only the best `capacity` keys of columns `cols`, and raise their thresholds."""
         best = self.keys[cols].topk(self.capacity, dim=1).values   # sorted, descending
         self.keys[cols] = torch.cat([best, torch.full_like(best, float("-inf"))], dim=1)
         self.fill[cols] = self.capacity
