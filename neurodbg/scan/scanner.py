@@ -152,8 +152,9 @@ class Scanner:
         for side, buffer in tails.items():
             found = [(start, f) for start, p in pending if (f := p.tails.get(side)) is not None]
             if found:
-                buffer.append(torch.cat([keys for _, (keys, _) in found]),
-                              torch.cat([cols + start for start, (_, cols) in found]))
+                # the tokens that pass are picked for all sites at once
+                buffer.append(*buffer.passing(torch.cat([values for _, (values, _) in found]),
+                                              torch.cat([cols + start for start, (_, cols) in found])))
 
     def merge(self, other: Scanner) -> None:
         self._tails = self._exemplars = None

@@ -45,10 +45,10 @@ def bins_by_search(flat: torch.Tensor) -> bool:
 class Pending:
     """A deferred site's candidates from one batch, waiting for its owner to merge the
     candidates of all sites at once. A tail side is None when the batch was merged
-    directly (early in a scan, see `TailBuffer.candidates`)."""
+    directly (early in a scan, see `TailBuffer.hot_blocks`)."""
 
     exemplars: dict[str, Candidates]                                    # "top" / "bottom"
-    tails: dict[str, tuple[torch.Tensor, torch.Tensor] | None]          # side -> (keys, columns)
+    tails: dict[str, tuple[torch.Tensor, torch.Tensor] | None]          # side -> hot blocks (values, columns)
 
 
 class SiteStats:
@@ -115,8 +115,8 @@ class SiteStats:
             feeds.update(upper_sample=(sampled, block_hi[sample]), lower_sample=(sampled, block_lo[sample]))
             self._histogram(sampled.reshape(-1, self.width))
         if self.deferred:
-            # candidates are picked now, while this layer's activations are still in cache
-            tails = {side: self.tails[side].candidates(*feed) for side, feed in feeds.items()}
+            # hot blocks are gathered now, while this layer's activations are still in cache
+            tails = {side: self.tails[side].hot_blocks(*feed) for side, feed in feeds.items()}
             self.pending = Pending(exemplars, tails)
         else:
             for side, (tokens, extremes) in feeds.items():

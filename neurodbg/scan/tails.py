@@ -34,33 +34,37 @@ class TailBuffer:
         # down the columns, several times slower on CPU)
         self.keys = torch.full((width, 2 * capacity), float("-inf"), device=device)
         self.fill = torch.zeros(width, dtype=torch.long, device=device)
-        self.threshold = torch.full((width,), float("-inf"), device=device)
+        # the threshold in activation units (sign * the key threshold: the capacity-th best key at
+        # the last compaction), so comparisons need no negated copies on the lower side
+        self.bound = torch.full((width,), -sign * float("inf"), device=device)
 
     def update(self, tokens: torch.Tensor, block_extremes: torch.Tensor) -> None:
         """tokens [B, blocks, size, width]: token activations, in blocks of `size` tokens;
         block_extremes [B, blocks, width]: each block's max (sign=+1) or min (sign=-1)."""
-        found = self.candidates(tokens, block_extremes)
-        if found is not None:
-            self.append(*found)
+        hot = self.hot_blocks(tokens, block_extremes)
+        if hot is not None:
+            self.append(*self.passing(*hot))
 
-    def candidates(self, tokens: torch.Tensor, block_extremes: torch.Tensor
+    def hot_blocks(self, tokens: torch.Tensor, block_extremes: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The (key, column) pairs of `tokens` that beat their neuron's threshold, in
-        ascending column order, for `append`; only blocks whose extreme passes are looked
-        at token by token. Early in a scan, when a batch brings more than `capacity`
-        tokens per column and most blocks pass, the batch is merged at once instead (a
-        dense top-k beats sorting millions of candidates) and None is returned."""
+        """The blocks whose extreme beats its neuron's threshold, as their token values
+        [P, size] and columns [P] (ascending); `passing` then picks the tokens that beat it.
+        The two steps are apart so that a scanner can pick the tokens of all layers' blocks
+        at once (a handful of operations per batch instead of per layer). Early in a scan,
+        when a batch brings more than `capacity` tokens per column and most blocks pass,
+        the batch is merged at once instead (a dense top-k beats sorting millions of
+        candidates) and None is returned."""
         batch, n_blocks, size, _ = tokens.shape
         in_place = compare_in_place(tokens)
         if in_place:
             # compare in place (reads along the neurons, coalesced), then order the few hot
             # blocks by column; comparing the transposed view below read memory with a stride
             # of the width, several times slower on a GPU at large batches
-            hot = self._beats(block_extremes, self.threshold)
+            hot = self._beats(block_extremes, self.bound)
             seqs, blocks, cols = hot.nonzero().unbind(1)
         else:
             # on a CPU the transposed compare costs no more, and gives column order directly
-            hot = self._beats(block_extremes.permute(2, 0, 1), self.threshold.view(-1, 1, 1))   # [width, B, blocks]
+            hot = self._beats(block_extremes.permute(2, 0, 1), self.bound.view(-1, 1, 1))   # [width, B, blocks]
             cols, seqs, blocks = hot.nonzero().unbind(1)
         if cols.numel() > CROWDED * hot.numel() and batch * n_blocks * size > self.capacity:
             self._absorb(tokens.reshape(-1, self.width))
@@ -68,12 +72,17 @@ class TailBuffer:
         if in_place:
             order = torch.argsort(cols, stable=True)                   # then by sequence, block: as on a CPU
             seqs, blocks, cols = seqs[order], blocks[order], cols[order]
-        values = tokens[seqs, blocks, :, cols]                          # [P, size]
-        passing = self._beats(values, self.threshold[cols].unsqueeze(1)).nonzero()
-        return values[passing[:, 0], passing[:, 1]] * self.sign, cols[passing[:, 0]]
+        return tokens[seqs, blocks, :, cols], cols
 
-    def _beats(self, values: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-        return (values > threshold) if self.sign > 0 else (values < -threshold)
+    def passing(self, values: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (key, column) pairs among hot blocks' `values` [P, size] (columns `cols`, ascending)
+        that beat their neuron's threshold, in that order, for `append`."""
+        rows, at = self._beats(values, self.bound[cols].unsqueeze(1)).nonzero().unbind(1)
+        keys = values[rows, at]
+        return (keys if self.sign > 0 else keys.neg_()), cols[rows]
+
+    def _beats(self, values: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+        return (values > bound) if self.sign > 0 else (values < bound)
 
     def _absorb(self, tokens: torch.Tensor) -> None:
         """Merge all of `tokens` [n, width] at once."""
@@ -83,7 +92,7 @@ class TailBuffer:
         self.keys[:, self.capacity:] = float("-inf")
         self.keys[:, : self.capacity] = best
         self.fill.fill_(self.capacity)
-        self.threshold.copy_(best[:, -1])
+        self.bound.copy_(best[:, -1] * self.sign)
 
     def append(self, keys: torch.Tensor, cols: torch.Tensor) -> None:
         """Append (key, column) pairs, given in ascending column order (as `candidates` gives them)."""
@@ -108,7 +117,7 @@ class TailBuffer:
         overflow = (self.fill + counts > 2 * self.capacity).nonzero().flatten()
         if overflow.numel():
             self._compact(overflow)
-            keep = keys > self.threshold[cols]      # the threshold rose: drop what no longer passes
+            keep = keys > self.bound[cols] * self.sign   # the threshold rose: drop what no longer passes
             keys, cols = keys[keep], cols[keep]
             counts = torch.bincount(cols, minlength=self.width)
         # now everything fits; slots only need a running index per column
@@ -121,7 +130,7 @@ class TailBuffer:
         best = self.keys[cols].topk(self.capacity, dim=1).values   # sorted, descending
         self.keys[cols] = torch.cat([best, torch.full_like(best, float("-inf"))], dim=1)
         self.fill[cols] = self.capacity
-        self.threshold[cols] = best[:, -1]
+        self.bound[cols] = best[:, -1] * self.sign
 
     def sorted_keys(self) -> torch.Tensor:
         """[capacity, width]: the best keys, descending."""
@@ -156,7 +165,7 @@ class TailBuffer:
         """Hold exactly `best` [capacity, width] (sorted, descending)."""
         self.keys = torch.cat([best.T, torch.full_like(best.T, float("-inf"))], dim=1).contiguous()
         self.fill = torch.full((self.width,), self.capacity, dtype=torch.long, device=best.device)
-        self.threshold = best[-1].clone()
+        self.bound = best[-1] * self.sign
 
     @classmethod
     def joined(cls, parts: list[TailBuffer]) -> TailBuffer:
@@ -166,10 +175,10 @@ class TailBuffer:
         joined = cls(first.capacity, sum(p.width for p in parts), first.sign, first.keys.device)
         joined.keys = torch.cat([p.keys for p in parts])
         joined.fill = torch.cat([p.fill for p in parts])
-        joined.threshold = torch.cat([p.threshold for p in parts])
+        joined.bound = torch.cat([p.bound for p in parts])
         start = 0
         for p in parts:
             part = slice(start, start + p.width)
-            p.keys, p.fill, p.threshold = joined.keys[part], joined.fill[part], joined.threshold[part]
+            p.keys, p.fill, p.bound = joined.keys[part], joined.fill[part], joined.bound[part]
             start += p.width
         return joined
