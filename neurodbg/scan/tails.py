@@ -127,10 +127,13 @@ class TailBuffer:
 
     def _compact(self, cols: torch.Tensor) -> None:
         """Keep only the best `capacity` keys of columns `cols`, and raise their thresholds."""
-        best = self.keys[cols].topk(self.capacity, dim=1).values   # sorted, descending
+        # (unsorted: the buffer keeps no order, and a full sort took twice as long)
+        best = self.keys[cols].topk(self.capacity, dim=1, sorted=False).values
         self.keys[cols] = torch.cat([best, torch.full_like(best, float("-inf"))], dim=1)
         self.fill[cols] = self.capacity
-        self.bound[cols] = best[:, -1] * self.sign
+        # the new threshold is the smallest kept key, with a broken model's NaN counted as the
+        # largest, as topk ranks it (amin alone would return the NaN)
+        self.bound[cols] = best.masked_fill(best.isnan(), float("inf")).amin(1) * self.sign
 
     def sorted_keys(self) -> torch.Tensor:
         """[capacity, width]: the best keys, descending."""
