@@ -179,7 +179,10 @@ class ExemplarSet:
         self._slots[cols] = slots
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"keys": self.keys.contiguous(), "ids": self.ids.contiguous(), "acts": self.acts}
+        # (copies in the saved [k, width] layout: the keys may be views of a joined set, and a
+        # saved view saves all of it)
+        return {"keys": self.keys.clone(memory_format=torch.contiguous_format),
+                "ids": self.ids.clone(memory_format=torch.contiguous_format), "acts": self.acts}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self._keys, self._ids = state["keys"].T.contiguous(), state["ids"].T.contiguous()
