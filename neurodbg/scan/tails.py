@@ -95,7 +95,7 @@ class TailBuffer:
         self.bound.copy_(best[:, -1] * self.sign)
 
     def append(self, keys: torch.Tensor, cols: torch.Tensor) -> None:
-        """Append (key, column) pairs, given in ascending column order (as `candidates` gives them)."""
+        """Append (key, column) pairs, given in ascending column order (as `passing` gives them)."""
         if keys.numel() == 0:
             return
         counts = torch.bincount(cols, minlength=self.width)
