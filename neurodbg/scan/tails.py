@@ -21,7 +21,7 @@ CROWDED = 0.5
 
 
 def compare_in_place(tokens: torch.Tensor) -> bool:
-    """Whether `TailBuffer.candidates` compares block extremes in their own layout (GPU)
+    """Whether `TailBuffer.hot_blocks` compares block extremes in their own layout (GPU)
     or transposed to neuron-major (CPU); both give the same candidates in the same order."""
     return tokens.is_cuda
 
