@@ -18,7 +18,8 @@ from neurodbg.corpus import open_corpus, sequences
 from neurodbg.errors import NonFiniteError, ScanMemoryError
 from neurodbg.scan import ScanSettings, checkpoint, scan
 
-SETTINGS = ScanSettings(seq_len=16, batch_size=4, top_k=5, random_k=3, tail_capacity=64, hist_every=1)
+SETTINGS = ScanSettings(seq_len=16, batch_size=4, top_k=5, random_k=3, tail_capacity=64, hist_every=1,
+                        sample_every=1)
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,7 @@ def test_sampled_quantiles_are_exact_on_the_sample_and_within_the_stated_error(s
     exactly that sample's quantile, and (the stated error) the share of all tokens beyond
     it is q within 4 binomial standard deviations of the sample size."""
     model, corpus, _, _ = setup
-    settings = ScanSettings(seq_len=16, batch_size=4, top_k=5, random_k=3, tail_capacity=64, hist_every=2,
+    settings = ScanSettings(seq_len=16, batch_size=4, top_k=5, random_k=3, tail_capacity=64, sample_every=2,
                             quantiles=(0.01, 0.002))
     scan(model, corpus, tmp_path / "atlas", settings, progress=False)
     store = AtlasStore.open(tmp_path / "atlas")
@@ -258,6 +259,7 @@ def _assert_same_statistics(whole, other_scanner) -> None:
             assert torch.equal(buffer.sorted_keys(), other.tails[side].sorted_keys())
         assert torch.equal(stats.active, other.active) and torch.equal(stats.hist, other.hist)
         assert stats.n_tokens == other.n_tokens and stats.n_hist_tokens == other.n_hist_tokens
+        assert stats.n_sample_tokens == other.n_sample_tokens
         assert torch.allclose(stats.total, other.total, rtol=1e-6, atol=1e-6)  # float sums: order-dependent bits
         assert torch.allclose(stats.total_sq, other.total_sq, rtol=1e-6, atol=1e-6)
 

@@ -11,6 +11,7 @@ import torch
 
 from neurodbg.scan import site_stats, tails
 from neurodbg.scan.exemplars import Candidates, ExemplarSet
+from neurodbg.scan.random_exemplars import RandomExemplars, hash_ids
 from neurodbg.scan.settings import ScanSettings
 from neurodbg.scan.site_stats import SiteStats
 from neurodbg.scan.tails import TailBuffer
@@ -73,6 +74,40 @@ def test_exemplars_equal_brute_force_alone_side_by_side_and_merged(k: int, batch
         assert torch.equal(left.acts, want_acts[:, :width]) and torch.equal(right.ids, want_ids[:, width:])
 
 
+def test_random_sample_equals_brute_force_alone_side_by_side_and_merged() -> None:
+    """The k sequences with the smallest hashed index, with their activations, whatever the
+    batching: entrants reuse the store rows of the sequences they push out (many entries
+    early, a few later), also in a joined set whose parts view it, and across shards."""
+    k, length, width, batch = 4, 5, 6, 3
+    stream = _stream(30, batch, length, 2 * width, seed=5)
+    ids = [torch.arange(batch) + batch * b for b in range(len(stream))]
+    alone = RandomExemplars(k, 2 * width, length)
+    left, right = RandomExemplars(k, width, length), RandomExemplars(k, width, length)
+    left.update(ids[0], stream[0][:, :, :width])       # the parts hold state before they are joined
+    right.update(ids[0], stream[0][:, :, width:])
+    joined = RandomExemplars.joined([left, right])
+    shards = [RandomExemplars(k, 2 * width, length) for _ in range(3)]
+    for b, (acts, seq) in enumerate(zip(stream, ids, strict=True)):
+        alone.update(seq, acts)
+        if b:
+            joined.update(seq, acts)
+        shards[b % 3].update(seq, acts)
+    for shard in shards[1:]:
+        shards[0].merge(shard)
+    everything, all_ids = torch.cat(stream), torch.cat(ids)
+    hashes = hash_ids(all_ids)
+    chosen = torch.argsort(hashes, stable=True)[:k]
+    want_acts = everything[chosen].permute(0, 2, 1).half()
+    assert not torch.equal(alone.slots, torch.arange(k))   # rows were reused, not rewritten in order
+    for got in (alone, joined, shards[0]):
+        assert torch.equal(got.ids, all_ids[chosen]) and torch.equal(got.hashes, hashes[chosen])
+        assert torch.equal(got.acts, want_acts)
+    assert torch.equal(left.acts, want_acts[:, :width]) and torch.equal(right.acts, want_acts[:, width:])
+    restored = RandomExemplars(k, 2 * width, length)
+    restored.load_state_dict(alone.state_dict())
+    assert torch.equal(restored.acts, want_acts) and torch.equal(restored.ids, all_ids[chosen])
+
+
 @pytest.mark.parametrize("in_place", [False, True], ids=["transposed compare (CPU)", "in-place compare (GPU)"])
 def test_tail_buffer_keeps_the_exact_top_capacity(in_place: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tails, "compare_in_place", lambda tokens: in_place)
@@ -114,3 +149,27 @@ def test_histogram_bins_equal_the_published_edges(monkeypatch: pytest.MonkeyPatc
                          for n in range(width)])
         assert stats.n_hist_tokens == flat.shape[0]
         assert np.array_equal(stats.hist.numpy(), want)
+
+
+def test_histogram_and_sampled_tails_read_their_own_subsamples() -> None:
+    """The histogram counts every `hist_every`-th sequence, the sampled tails keep the
+    exact top values of every `sample_every`-th; each with its own token count."""
+    settings = ScanSettings(seq_len=10, hist_every=3, sample_every=2, tail_capacity=8)
+    width, batch = 5, 4
+    stream = _stream(9, batch, 10, width, seed=6)
+    stats = SiteStats(width, settings)
+    for b, acts in enumerate(stream):
+        stats.update(acts, torch.arange(batch) + batch * b)
+    everything = torch.cat(stream)[:, 1:]                  # position 0 is skipped
+    ids = torch.arange(everything.shape[0])
+    shown, sampled = everything[ids % 3 == 0], everything[ids % 2 == 0]
+    assert stats.n_hist_tokens == shown.shape[0] * 9 and stats.n_sample_tokens == sampled.shape[0] * 9
+    assert torch.equal(stats.hist.sum(1), torch.full((width,), shown.shape[0] * 9))
+    edges = np.array(settings.hist_edges())
+    flat = shown.reshape(-1, width).double().numpy()
+    # (no value of this seed lies within float32 rounding of an edge)
+    want = np.stack([np.bincount(np.searchsorted(edges[1:-1], flat[:, n], side="right"), minlength=128)
+                     for n in range(width)])
+    assert np.array_equal(stats.hist.numpy(), want)
+    top = sampled.reshape(-1, width).sort(dim=0, descending=True).values[:8]
+    assert torch.equal(stats.tails["upper_sample"].sorted_keys(), top)

@@ -89,7 +89,7 @@ class ExemplarSet:
         """The (sequence, neuron) pairs of a batch that may enter: scores [B, width]
         per-sequence extremes, acts [B, length, width]; only the activations of those
         pairs are copied (so candidates of several sets can be merged at once)."""
-        keys = scores * self.sign
+        keys = scores if self.sign > 0 else scores.neg()
         enters = self._keys[:, -1].unsqueeze(1) <= keys.T   # [width, B]; ties may enter
         cols, rows = enters.nonzero().unbind(1)         # by column
         return Candidates(cols, rows, keys[rows, cols], _fp16(acts[rows, :, cols]))

@@ -22,11 +22,22 @@ def hash_ids(seq_ids: torch.Tensor) -> torch.Tensor:
 
 
 class RandomExemplars:
+    """Hashes and ids are kept in hash order; the activations stay where they were written
+    (`slots[rank]` is the row of `store` holding them), so a sequence entering the sample
+    writes only its own row, not the whole [k, width, length] store (which each of the
+    scan's rare entries used to rewrite, for every layer)."""
+
     def __init__(self, k: int, width: int, length: int, device: torch.device | str = "cpu") -> None:
         self.k, self.width, self.length = k, width, length
         self.hashes = torch.full((k,), 2**63 - 1, dtype=torch.long, device=device)
         self.ids = torch.full((k,), -1, dtype=torch.long, device=device)
-        self.acts = torch.zeros((k, width, length), dtype=torch.float16, device=device)
+        self.slots = torch.arange(k, device=device)
+        self.store = torch.zeros((k, width, length), dtype=torch.float16, device=device)
+
+    @property
+    def acts(self) -> torch.Tensor:
+        """[k, width, length] fp16, in hash order."""
+        return self.store[self.slots]
 
     def update(self, seq_ids: torch.Tensor, acts: torch.Tensor, hashes: torch.Tensor | None = None) -> None:
         """seq_ids [B]; acts [B, length, width]; hashes of seq_ids when already known."""
@@ -44,31 +55,42 @@ class RandomExemplars:
         self._merge(other.hashes, other.ids, other.acts)
 
     def _merge(self, hashes: torch.Tensor, ids: torch.Tensor, acts: torch.Tensor) -> None:
+        """Candidates `hashes`, `ids` [e] with activations `acts` [e, width, length]."""
+        k = self.k
         cand = torch.cat([self.hashes, hashes])
-        order = torch.argsort(cand, stable=True)[: self.k]
-        pool = torch.cat([self.acts, acts.clamp(-65504.0, 65504.0).half()])   # (fp16 throughout: no copy of all kept)
-        # in place: a joined set's parts are views of it (see `joined`)
-        self.acts.copy_(pool[order])
+        order = torch.argsort(cand, stable=True)[:k]
+        kept = torch.zeros(cand.numel(), dtype=torch.bool, device=cand.device).index_fill_(0, order, True)
+        entered = order >= k
+        # entrants take the store rows of the ranks that dropped out, in rank order
+        freed = self.slots[~kept[:k]]
+        slots = self.slots[order.clamp(max=k - 1)]
+        slots[entered] = freed
+        self.store[freed] = acts[order[entered] - k].clamp(-65504.0, 65504.0).half()
+        # in place: a joined set's parts share these (see `joined`)
         self.hashes.copy_(cand[order])
         self.ids.copy_(torch.cat([self.ids, ids])[order])
+        self.slots.copy_(slots)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"hashes": self.hashes.clone(), "ids": self.ids.clone(), "acts": self.acts.clone()}
+        return {"hashes": self.hashes.clone(), "ids": self.ids.clone(), "acts": self.acts}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.hashes, self.ids, self.acts = state["hashes"], state["ids"], state["acts"]
+        self.hashes, self.ids, self.store = state["hashes"], state["ids"], state["acts"]
+        self.slots = torch.arange(self.k, device=self.hashes.device)
 
     @classmethod
     def joined(cls, parts: list[RandomExemplars]) -> RandomExemplars:
         """One sample over the columns of all `parts` side by side (they hold the same
-        sequences: the sample depends on indices alone); each part's activations are
-        rebound to a view of it, so stay current."""
+        sequences: the sample depends on indices alone); each part's store is rebound to a
+        view of it and its order to the joined one, so stays current."""
         first = parts[0]
         joined = cls(first.k, sum(p.width for p in parts), first.length, first.hashes.device)
         joined.hashes, joined.ids = first.hashes.clone(), first.ids.clone()
-        joined.acts = torch.cat([p.acts for p in parts], dim=1)
+        joined.store = torch.cat([p.acts for p in parts], dim=1)   # (each part's rows in hash order)
+        joined.slots = torch.arange(first.k, device=first.hashes.device)
         start = 0
         for p in parts:
-            p.hashes, p.ids, p.acts = joined.hashes, joined.ids, joined.acts[:, start:start + p.width]
+            p.hashes, p.ids, p.slots = joined.hashes, joined.ids, joined.slots
+            p.store = joined.store[:, start:start + p.width]
             start += p.width
         return joined

@@ -22,14 +22,18 @@ class ScanSettings:
     max_tokens: int | None = None   # stop after this many tokens (None: the whole corpus)
     # token values kept per neuron and side, twice: over all tokens (exact quantiles while
     # rank < capacity: 1e-4 up to 1.28M tokens, 1e-5 up to 12.8M) and over the every
-    # `hist_every`-th-sequence sample (estimates for the shallower levels beyond that)
+    # `sample_every`-th-sequence sample (estimates for the shallower levels beyond that)
     tail_capacity: int = 128
     quantiles: tuple[float, ...] = QUANTILES
     skip_first: bool = True    # position 0 is the attention sink: outlier values shared by every sequence
     hist_bins: int = 128       # asinh-spaced bins, shared edges
     hist_scale: float = 0.01   # asinh(x / scale): linear near 0, logarithmic beyond
     hist_limit: float = 1e5
-    hist_every: int = 16       # histogram and sampled tails from every n-th sequence (a deterministic subsample)
+    # deterministic subsamples, by sequence index: the histogram is for display and its bins
+    # cost ~20 operations per value, so it reads every 64th sequence (15k tokens per neuron in a
+    # 1M-token scan); the sampled tails need more for their 1e-3 estimates
+    hist_every: int = 64       # histogram from every n-th sequence
+    sample_every: int = 16     # sampled tails from every n-th sequence
     logit_k: int = 10          # promoted and suppressed tokens per neuron
     bos: bool | None = None
     dedup: bool = True

@@ -77,7 +77,8 @@ class SiteStats:
         self.active = torch.zeros(width, dtype=torch.long, device=device)
         self.hist = torch.zeros((width, s.hist_bins), dtype=torch.long, device=device)
         self.n_tokens = 0
-        self.n_hist_tokens = 0
+        self.n_hist_tokens = 0      # tokens in the histogram's sample
+        self.n_sample_tokens = 0    # tokens in the sampled tails' sample
         self._hist_top = math.asinh(s.hist_limit / s.hist_scale)
         self._hist_offsets = torch.arange(width, device=device) * s.hist_bins
         self._edges: torch.Tensor | None = None
@@ -107,13 +108,16 @@ class SiteStats:
             self.top.update(hi, seq_ids, acts)
             self.bottom.update(lo, seq_ids, acts)
         self.random.update(seq_ids, acts, hashes)
-        every = self.settings.hist_every
-        sample = (seq_ids % every == 0).nonzero().flatten().to(counted.device)
         feeds = {"upper": (blocks, block_hi), "lower": (blocks, block_lo)}
-        if sample.numel():
+        indices = seq_ids.tolist()
+        sample = self._every(indices, self.settings.sample_every, counted.device)
+        if sample is not None:
             sampled = blocks[sample]
             feeds.update(upper_sample=(sampled, block_hi[sample]), lower_sample=(sampled, block_lo[sample]))
-            self._histogram(sampled.reshape(-1, self.width))
+            self.n_sample_tokens += sample.numel() * length
+        shown = self._every(indices, self.settings.hist_every, counted.device)
+        if shown is not None:
+            self._histogram(blocks[shown].reshape(-1, self.width))
         if self.deferred:
             # hot blocks are gathered now, while this layer's activations are still in cache
             tails = {side: self.tails[side].hot_blocks(*feed) for side, feed in feeds.items()}
@@ -126,6 +130,13 @@ class SiteStats:
         else:
             self._accumulate(*fused[4:])
         self.n_tokens += batch * length
+
+    @staticmethod
+    def _every(indices: list[int], every: int, device: torch.device) -> torch.Tensor | None:
+        """The rows of the sequences in the every-n-th subsample (None: none is; most batches
+        of a few sequences, which then cost no tensor operations)."""
+        rows = [row for row, index in enumerate(indices) if index % every == 0]
+        return torch.tensor(rows, device=device) if rows else None
 
     def _fused(self, acts: torch.Tensor, size: int) -> Fused | None:
         if (self.fuse_after is None or self.n_tokens < self.fuse_after
@@ -212,6 +223,7 @@ class SiteStats:
         self.hist += other.hist
         self.n_tokens += other.n_tokens
         self.n_hist_tokens += other.n_hist_tokens
+        self.n_sample_tokens += other.n_sample_tokens
 
     @classmethod
     def joined(cls, parts: list[SiteStats]) -> SiteStats:
@@ -235,11 +247,12 @@ class SiteStats:
                 setattr(p, name, whole[start:start + p.width])
                 start += p.width
         joined.n_tokens, joined.n_hist_tokens = first.n_tokens, first.n_hist_tokens
+        joined.n_sample_tokens = first.n_sample_tokens
         return joined
 
     def sync_counters(self, parts: list[SiteStats]) -> None:
         for p in parts:
-            p.n_tokens, p.n_hist_tokens = self.n_tokens, self.n_hist_tokens
+            p.n_tokens, p.n_hist_tokens, p.n_sample_tokens = self.n_tokens, self.n_hist_tokens, self.n_sample_tokens
             p.top.last_id, p.bottom.last_id = self.top.last_id, self.bottom.last_id
 
     # -- derived ----------------------------------------------------------------------------
@@ -267,7 +280,7 @@ class SiteStats:
         `sampled_quantile_error`) or None (the rank lies beyond both buffers)."""
         if self.upper.holds_rank(q, self.n_tokens):
             return "exact"
-        if self.tails["upper_sample"].holds_rank(q, self.n_hist_tokens):
+        if self.tails["upper_sample"].holds_rank(q, self.n_sample_tokens):
             return "sampled"
         return None
 
@@ -278,7 +291,7 @@ class SiteStats:
             source = self.quantile_source(q)
             for key, side in ((f"+{q:g}", "upper"), (f"-{q:g}", "lower")):
                 if source == "sampled":
-                    out[key] = self.tails[f"{side}_sample"].quantile(q, self.n_hist_tokens)
+                    out[key] = self.tails[f"{side}_sample"].quantile(q, self.n_sample_tokens)
                 else:
                     out[key] = self.tails[side].quantile(q, self.n_tokens)
         return out
@@ -291,7 +304,7 @@ class SiteStats:
                 # (copies: these may be views of a joined state, and a saved view saves all of it)
                 "total": self.total.clone(), "total_sq": self.total_sq.clone(),
                 "active": self.active.clone(), "hist": self.hist.clone(), "n_tokens": self.n_tokens,
-                "n_hist_tokens": self.n_hist_tokens}
+                "n_hist_tokens": self.n_hist_tokens, "n_sample_tokens": self.n_sample_tokens}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.top.load_state_dict(state["top"])
@@ -302,3 +315,4 @@ class SiteStats:
         self.total, self.total_sq = state["total"], state["total_sq"]
         self.active, self.hist = state["active"], state["hist"]
         self.n_tokens, self.n_hist_tokens = int(state["n_tokens"]), int(state["n_hist_tokens"])
+        self.n_sample_tokens = int(state["n_sample_tokens"])
