@@ -43,13 +43,15 @@ class RandomExemplars:
         """seq_ids [B]; acts [B, length, width]; hashes of seq_ids when already known."""
         if hashes is None:
             hashes = hash_ids(seq_ids)
-        hashes = hashes.to(self.hashes.device)
         # only a hash below the largest kept one can enter (a tie loses to the kept one), so
-        # only those sequences' activations are converted and merged: a batch holds many
-        enters = (hashes < self.hashes.max()).nonzero().flatten()
-        if enters.numel() == 0:
+        # only those sequences' activations are converted and merged: a batch holds many.
+        # Decided in Python: a few values, and most batches of a long scan have no entrant
+        limit = int(self.hashes.max())
+        rows = [row for row, value in enumerate(hashes.tolist()) if value < limit]
+        if not rows:
             return
-        self._merge(hashes[enters], seq_ids.to(self.ids.device)[enters], acts[enters].permute(0, 2, 1))
+        enters = torch.tensor(rows, device=self.hashes.device)
+        self._merge(hashes.to(enters.device)[enters], seq_ids.to(enters.device)[enters], acts[enters].permute(0, 2, 1))
 
     def merge(self, other: RandomExemplars) -> None:
         self._merge(other.hashes, other.ids, other.acts)

@@ -146,8 +146,8 @@ class SiteStats:
 
     def _accumulate(self, total: torch.Tensor, total_sq: torch.Tensor, active: torch.Tensor) -> None:
         """Add one batch's float32 sums (and positive count) to the float64 totals."""
-        self.total += total.double()
-        self.total_sq += total_sq.double()
+        self.total.add_(total)          # (in float64: in-place adds promote, no converted copy)
+        self.total_sq.add_(total_sq)
         self.active += active.round().long() if active.is_floating_point() else active
 
     def _sums(self, acts: torch.Tensor) -> None:
