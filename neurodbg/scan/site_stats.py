@@ -276,8 +276,10 @@ class SiteStats:
         return self.tails["lower"]
 
     def quantile_source(self, q: float) -> str | None:
-        """'exact' (from all tokens), 'sampled' (from the sequence sample: an estimate, see
-        `sampled_quantile_error`) or None (the rank lies beyond both buffers)."""
+        """'exact' (from all tokens), 'sampled' (from the every-`sample_every`-th-sequence
+        sample: an estimate whose share of all tokens beyond it is q within a few binomial
+        standard deviations of the sample size, see the README) or None (the rank lies
+        beyond both buffers)."""
         if self.upper.holds_rank(q, self.n_tokens):
             return "exact"
         if self.tails["upper_sample"].holds_rank(q, self.n_sample_tokens):
