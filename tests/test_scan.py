@@ -185,54 +185,135 @@ def test_wide_scanner_equals_per_layer_and_resumes(setup) -> None:
     _assert_same_statistics(per_layer, resumed)
 
 
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile needs a C++ compiler")
-def test_fused_reductions_equal_the_eager_statistics(setup) -> None:
-    """The compiled reductions (scan/fused.py, used on CPU after the first tokens of a long
-    scan) give the same exemplars, tails, histogram and counts as the eager code, and sums
-    within float32 rounding; a resumed scan switches at the same point."""
+NEEDS_CXX = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                               reason="torch.compile and the C++ layer kernel need a C++ compiler")
+
+
+@NEEDS_CXX
+@pytest.mark.parametrize(("path", "wide"), [("kernel", False), ("kernel", True), ("compiled", False)],
+                         ids=["C++ layer kernel", "C++ layer kernel, all layers at once", "compiled reductions"])
+def test_settled_paths_equal_the_eager_statistics(setup, monkeypatch: pytest.MonkeyPatch, path: str,
+                                                  wide: bool) -> None:
+    """What a CPU scan switches to after its first tokens (the C++ layer kernel, or the
+    compiled reductions where the kernel cannot be built) gives the same exemplars, tails,
+    histogram and counts as the eager code, and sums within float32 rounding; a resumed
+    scan switches at the same point."""
     import io
 
-    from neurodbg.scan import fused
+    from neurodbg.scan import layer_kernel, site_stats
     from neurodbg.scan.runner import sequence_stream
     from neurodbg.scan.scanner import Scanner
 
     model, corpus, _, _ = setup
     batches = list(_batches(sequence_stream(corpus, model, SETTINGS)))
+    if path == "compiled":
+        monkeypatch.setattr(layer_kernel, "available", lambda acts: False)
+    target = (layer_kernel, "layer_stats") if path == "kernel" else (site_stats, "fused_reductions")
+    original = getattr(*target)
     calls = []
-    original = fused.fused_reductions
 
     def counting(*args, **kwargs):
         out = original(*args, **kwargs)
         calls.append(out is not None)
         return out
 
+    monkeypatch.setattr(*target, counting)
     eager = Scanner(model, SETTINGS, wide=False, fuse_after=None)
-    compiled = Scanner(model, SETTINGS, wide=False, fuse_after=3 * SETTINGS.batch_size * (SETTINGS.seq_len - 1))
-    import neurodbg.scan.site_stats as site_stats
-    site_stats.fused_reductions = counting
-    try:
-        for batch in batches:
-            eager.process(batch)
-            compiled.process(batch)
-        full = sum(len(b) == SETTINGS.batch_size for b in batches)
-        assert calls and all(calls) and len(calls) == 2 * (full - 3)   # 2 layers, from the 4th full batch
-        _assert_same_statistics(eager, compiled)
+    settle = 3 * SETTINGS.batch_size * (SETTINGS.seq_len - 1)
+    settled = Scanner(model, SETTINGS, wide=wide, fuse_after=settle)
+    for batch in batches:
+        eager.process(batch)
+        settled.process(batch)
+    full = sum(len(b) == SETTINGS.batch_size for b in batches)
+    assert len(batches[-1]) < SETTINGS.batch_size == len(batches[0]) and full == len(batches) - 1
+    # from the 4th batch: once per layer (2), or once for all layers; the compiled reductions
+    # only for full batches (a partial one would compile anew)
+    taken = len(batches) - 3 if path == "kernel" else full - 3
+    assert calls and all(calls) and len(calls) == (1 if wide else 2) * taken
+    _assert_same_statistics(eager, settled)
 
-        first = Scanner(model, SETTINGS, wide=False, fuse_after=compiled.fuse_after)
-        for batch in batches[:2]:
-            first.process(batch)
-        saved = io.BytesIO()
-        torch.save(first.state_dict(), saved)
-        resumed = Scanner(model, SETTINGS, wide=False, fuse_after=compiled.fuse_after)
-        resumed.load_state_dict(torch.load(io.BytesIO(saved.getvalue())))
-        for batch in batches[2:]:
-            resumed.process(batch)
-    finally:
-        site_stats.fused_reductions = original
-    _assert_same_statistics(compiled, resumed)
-    for name, stats in compiled.stats.items():   # same path, same bits
+    first = Scanner(model, SETTINGS, wide=wide, fuse_after=settle)
+    for batch in batches[:2]:
+        first.process(batch)
+    saved = io.BytesIO()
+    torch.save(first.state_dict(), saved)
+    resumed = Scanner(model, SETTINGS, wide=wide, fuse_after=settle)
+    resumed.load_state_dict(torch.load(io.BytesIO(saved.getvalue())))
+    for batch in batches[2:]:
+        resumed.process(batch)
+    _assert_same_statistics(settled, resumed)
+    for name, stats in settled.stats.items():   # same path, same bits
         assert torch.equal(stats.total, resumed.stats[name].total)
         assert torch.equal(stats.total_sq, resumed.stats[name].total_sq)
+
+
+@NEEDS_CXX
+def test_layer_kernel_equals_brute_force() -> None:
+    """The C++ layer kernel against direct tensor computations: sums, exemplar candidates
+    (ties enter) with their fp16 activations, and tail buffers updated in place (compacted
+    mid-batch) that keep the exact best values of each side's sequences, in a state the eager
+    code can go on from."""
+    from neurodbg.scan import layer_kernel
+    from neurodbg.scan.tails import TailBuffer
+
+    generator = torch.Generator().manual_seed(5)
+    batch, length, width, size, capacity = 5, 22, 600, 7, 6     # 21 counted tokens, 3 blocks of 7
+    acts = torch.randn(batch, length, width, generator=generator) * 2
+    acts[1, 4, 9] = 1e6                                   # clamped to fp16's largest in the exemplar copy
+    acts[:, 0] = 50.0                                     # the skipped position never counts
+    counted = acts[:, 1:]
+    hi, lo = counted.amax(1), counted.amin(1)
+    thresholds = torch.stack([torch.full((width,), 4.0), torch.full((width,), 4.5)])
+    thresholds[0, 3] = hi[2, 3]                           # a tie enters
+    signs = [1, -1, 1, -1]
+    rows = torch.tensor([[True] * batch, [True] * batch, [False, True, False, False, True], [False] * batch])
+    earlier = torch.randn(2, 3, size, width, generator=generator)   # a batch the eager code took
+    tails = [TailBuffer(capacity, width, sign) for sign in signs]
+    for buffer in tails:
+        buffer.update(earlier, earlier.amax(2) if buffer.sign > 0 else earlier.amin(2))
+    bounds_before = [buffer.bound.clone() for buffer in tails]
+    totals = [torch.full((width,), 0.5, dtype=torch.float64), torch.zeros(width, dtype=torch.float64),
+              torch.full((width,), 3)]
+    found = layer_kernel.layer_stats(acts, size, True, list(thresholds), tails, rows.flatten().long().tolist(),
+                                     totals)
+    assert found is not None
+    x = counted.double()
+    assert torch.allclose(totals[0], 0.5 + x.sum((0, 1)), rtol=1e-6, atol=1e-4)
+    assert torch.allclose(totals[1], (x * x).sum((0, 1)), rtol=1e-6)
+    assert torch.equal(totals[2], 3 + (counted > 0).sum((0, 1)))
+    for (cols, found_rows, keys, copies), key, threshold in zip(found, (hi, -lo), thresholds, strict=True):
+        want_cols, want_rows = (key >= threshold).T.nonzero().unbind(1)
+        assert torch.equal(cols, want_cols) and torch.equal(found_rows, want_rows)
+        assert torch.equal(keys, key[want_rows, want_cols])
+        assert torch.equal(copies, acts[want_rows, :, want_cols].clamp(-65504, 65504).half())
+    assert 3 in found[0][0].tolist() and 9 in found[0][0].tolist()
+    later = torch.randn(3, 3, size, width, generator=generator)      # and the eager code goes on
+    for buffer, sign, read, before in zip(tails, signs, rows, bounds_before, strict=True):
+        assert (buffer.bound != before).any() == bool(read.any())   # compacted in the kernel
+        assert bool((buffer.keys[:, :] == float("-inf")).sum(1).ge(2 * capacity - buffer.fill).all())
+        seen = [earlier.reshape(-1, width), counted[read].reshape(-1, width)]
+        want = (torch.cat(seen) * sign).sort(dim=0, descending=True).values[:capacity]
+        assert torch.equal(buffer.sorted_keys(), want)
+        buffer.update(later, later.amax(2) if sign > 0 else later.amin(2))
+        want = (torch.cat([*seen, later.reshape(-1, width)]) * sign).sort(dim=0, descending=True).values[:capacity]
+        assert torch.equal(buffer.sorted_keys(), want)
+
+    # a row the eager code left full (it compacts only when more would not fit) is compacted
+    # before the next insert, not written past its end into the next neuron's row
+    full = TailBuffer(2, 2, +1)
+    for pair in ([1.0, 2.0], [3.0, 4.0]):
+        full.append(torch.tensor(pair), torch.tensor([0, 0]))
+    assert full.fill.tolist() == [4, 0]
+    acts = torch.zeros(1, 8, 2)
+    acts[0, 3, 0], acts[0, 2:5, 1] = 10.0, torch.tensor([5.0, 6.0, 7.0])
+    sums = [torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.long)]
+    assert layer_kernel.layer_stats(acts, 7, True, [torch.zeros(2)] * 2, [full], [1], sums) is not None
+    assert full.sorted_keys().T.tolist() == [[10.0, 4.0], [7.0, 6.0]]
+
+
+@NEEDS_CXX
+def test_compiled_reductions_equal_their_eager_function() -> None:
+    from neurodbg.scan import fused
 
     acts = torch.randn(3, 20, 7) * 3
     acts[0, 0] = 1e4   # the skipped position
@@ -339,3 +420,26 @@ def test_nan_activations_are_refused_with_the_neuron_named(tmp_path, default_mod
         handle.remove()
     assert AtlasStore.open(tmp_path / "atlas").status != "complete"
     assert checkpoint.load(tmp_path / "atlas") is None
+
+
+def test_layer_kernel_that_cannot_be_built_leaves_the_other_code(monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """No compiler (or ninja): one warning, then None for the rest of the process, with
+    nothing changed, so the caller runs the compiled or eager code."""
+    from neurodbg.scan import layer_kernel
+    from neurodbg.scan.tails import TailBuffer
+
+    def no_compiler() -> None:
+        raise RuntimeError("Error building extension 'neurodbg_layer_stats': c++: not found")
+
+    monkeypatch.setattr(layer_kernel, "_module", None)
+    monkeypatch.setattr(layer_kernel, "_broken", False)
+    monkeypatch.setattr(layer_kernel, "load", no_compiler)
+    acts = torch.ones(2, 8, 4)
+    totals = [torch.zeros(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64),
+              torch.zeros(4, dtype=torch.long)]
+    tails = [TailBuffer(3, 4, +1)]
+    for _ in range(2):
+        assert layer_kernel.layer_stats(acts, 7, True, [torch.zeros(4)] * 2, tails, [1, 1], totals) is None
+    assert layer_kernel._broken and caplog.text.count("C++ layer kernel is unavailable") == 1
+    assert all(not t.any() for t in totals) and tails[0].fill.sum() == 0

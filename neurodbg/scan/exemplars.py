@@ -71,6 +71,10 @@ class ExemplarSet:
         """[k, width]: the sequence ids, in rank order (a view)."""
         return self._ids.T
 
+    def lowest_keys(self) -> torch.Tensor:
+        """[width]: each neuron's lowest kept key, which a candidate must reach to enter."""
+        return self._keys[:, -1]
+
     @property
     def values(self) -> torch.Tensor:
         return self.keys * self.sign
@@ -90,7 +94,7 @@ class ExemplarSet:
         per-sequence extremes, acts [B, length, width]; only the activations of those
         pairs are copied (so candidates of several sets can be merged at once)."""
         keys = scores if self.sign > 0 else scores.neg()
-        enters = self._keys[:, -1].unsqueeze(1) <= keys.T   # [width, B]; ties may enter
+        enters = self.lowest_keys().unsqueeze(1) <= keys.T   # [width, B]; ties may enter
         cols, rows = enters.nonzero().unbind(1)         # by column
         return Candidates(cols, rows, keys[rows, cols], _fp16(acts[rows, :, cols]))
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
+from neurodbg.scan import layer_kernel
 from neurodbg.scan.exemplars import Candidates, ExemplarSet
-from neurodbg.scan.fused import Fused, fused_reductions
+from neurodbg.scan.fused import fused_reductions
 from neurodbg.scan.random_exemplars import RandomExemplars
 from neurodbg.scan.settings import ScanSettings
 from neurodbg.scan.tails import TailBuffer
@@ -44,8 +45,8 @@ def bins_by_search(flat: torch.Tensor) -> bool:
 @dataclass
 class Pending:
     """A deferred site's candidates from one batch, waiting for its owner to merge the
-    candidates of all sites at once. A tail side is None when the batch was merged
-    directly (early in a scan, see `TailBuffer.hot_blocks`)."""
+    candidates of all sites at once. A tail side is missing or None when the batch went into
+    the buffer directly (early in a scan, see `TailBuffer.hot_blocks`, or by the C++ layer kernel)."""
 
     exemplars: dict[str, Candidates]                                    # "top" / "bottom"
     tails: dict[str, tuple[torch.Tensor, torch.Tensor] | None]          # side -> hot blocks (values, columns)
@@ -56,9 +57,8 @@ class SiteStats:
                  deferred: bool = False, scratch: dict[str, torch.Tensor] | None = None,
                  fuse_after: int | None = None) -> None:
         s = settings
-        # use the compiled reductions (`fused`) for full batches once this many tokens are in
-        # (None: never); the switch depends only on the stream position, so a resumed scan
-        # takes the same path as an uninterrupted one
+        # take the C++ layer kernel (CPU) or the compiled reductions (`fused`) once the stream
+        # is this many tokens in (None: never); see `_settled`
         self.fuse_after = fuse_after
         # reusable work tensors, shared by the sites of one scanner (one layer at a time)
         self.scratch: dict[str, torch.Tensor] = {} if scratch is None else scratch
@@ -95,7 +95,26 @@ class SiteStats:
         # token by token only at blocks that beat a threshold, not at whole sequences
         size = block_size(length)
         blocks = counted.view(batch, length // size, size, self.width)
-        fused = self._fused(acts, size)
+        indices = seq_ids.tolist()
+        sample = self._every(indices, self.settings.sample_every, counted.device)
+        if sample is not None:
+            self.n_sample_tokens += sample.numel() * length
+        settled = self._settled(indices, length)
+        if not (settled and self._from_kernel(acts, size, seq_ids, sample)):
+            self._eager(acts, blocks, size, seq_ids, sample, settled)
+        self.random.update(seq_ids, acts, hashes)
+        shown = self._every(indices, self.settings.hist_every, counted.device)
+        if shown is not None:
+            self._histogram(blocks[shown].reshape(-1, self.width))
+        self.n_tokens += batch * length
+
+    def _eager(self, acts: torch.Tensor, blocks: torch.Tensor, size: int, seq_ids: torch.Tensor,
+               sample: torch.Tensor | None, settled: bool) -> None:
+        """The extremes, exemplar and tail candidates and sums from tensor operations (the
+        block extremes and sums compiled once the scan has settled, see `fused`)."""
+        # (only full batches: a partial one would compile anew)
+        full = acts.shape[0] == self.settings.batch_size
+        fused = fused_reductions(acts, size, self.settings.skip_first) if settled and full else None
         if fused is None:
             # (amax and amin separately are ~10x faster than aminmax on CPU here)
             block_hi, block_lo = blocks.amax(2), blocks.amin(2)      # [B, blocks, width]
@@ -107,17 +126,10 @@ class SiteStats:
         else:
             self.top.update(hi, seq_ids, acts)
             self.bottom.update(lo, seq_ids, acts)
-        self.random.update(seq_ids, acts, hashes)
         feeds = {"upper": (blocks, block_hi), "lower": (blocks, block_lo)}
-        indices = seq_ids.tolist()
-        sample = self._every(indices, self.settings.sample_every, counted.device)
         if sample is not None:
             sampled = blocks[sample]
             feeds.update(upper_sample=(sampled, block_hi[sample]), lower_sample=(sampled, block_lo[sample]))
-            self.n_sample_tokens += sample.numel() * length
-        shown = self._every(indices, self.settings.hist_every, counted.device)
-        if shown is not None:
-            self._histogram(blocks[shown].reshape(-1, self.width))
         if self.deferred:
             # hot blocks are gathered now, while this layer's activations are still in cache
             tails = {side: self.tails[side].hot_blocks(*feed) for side, feed in feeds.items()}
@@ -129,7 +141,25 @@ class SiteStats:
             self._sums(acts)
         else:
             self._accumulate(*fused[4:])
-        self.n_tokens += batch * length
+
+    def _from_kernel(self, acts: torch.Tensor, size: int, seq_ids: torch.Tensor, sample: torch.Tensor | None) -> bool:
+        """The same statistics from one pass of the C++ layer kernel (a CPU), which updates
+        the totals and tail buffers itself; False when it is unavailable."""
+        sampled = [] if sample is None else sample.tolist()
+        reads = [int(not side.endswith("_sample") or row in sampled)   # [side, row]: whether the side reads it
+                 for side in TAIL_SIDES for row in range(len(seq_ids))]
+        found = layer_kernel.layer_stats(acts, size, self.settings.skip_first,
+                                         [self.top.lowest_keys(), self.bottom.lowest_keys()],
+                                         list(self.tails.values()), reads, [self.total, self.total_sq, self.active])
+        if found is None:
+            return False
+        top, bottom = Candidates(*found[0]), Candidates(*found[1])
+        if self.deferred:
+            self.pending = Pending({"top": top, "bottom": bottom}, {})
+        else:
+            self.top.absorb(top, seq_ids)
+            self.bottom.absorb(bottom, seq_ids)
+        return True
 
     @staticmethod
     def _every(indices: list[int], every: int, device: torch.device) -> torch.Tensor | None:
@@ -138,14 +168,15 @@ class SiteStats:
         rows = [row for row, index in enumerate(indices) if index % every == 0]
         return torch.tensor(rows, device=device) if rows else None
 
-    def _fused(self, acts: torch.Tensor, size: int) -> Fused | None:
-        if (self.fuse_after is None or self.n_tokens < self.fuse_after
-                or acts.shape[0] != self.settings.batch_size):   # (a partial batch would compile anew)
-            return None
-        return fused_reductions(acts, size, self.settings.skip_first)
+    def _settled(self, indices: list[int], length: int) -> bool:
+        """Whether this batch takes the C++ or compiled path: once the stream is `fuse_after`
+        tokens in, counted by the batch's first sequence index, so that a resumed scan and
+        every shard of a distributed one take the same path for the same batch as an
+        uninterrupted scan (the paths' float sums differ in rounding)."""
+        return self.fuse_after is not None and min(indices, default=0) * length >= self.fuse_after
 
     def _accumulate(self, total: torch.Tensor, total_sq: torch.Tensor, active: torch.Tensor) -> None:
-        """Add one batch's float32 sums (and positive count) to the float64 totals."""
+        """Add one batch's sums (and positive count) to the float64 totals."""
         self.total.add_(total)          # (in float64: in-place adds promote, no converted copy)
         self.total_sq.add_(total_sq)
         self.active += active.round().long() if active.is_floating_point() else active
