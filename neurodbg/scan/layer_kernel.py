@@ -13,13 +13,14 @@ the tail buffers keep the same values (in another internal order, which nothing 
 the float sums are added in another order (per block in float, the blocks in double), so
 they differ from the eager ones in rounding.
 
-It is built with torch's C++ extension loader (a C++ compiler and ninja; ~35 s once per
+It is built with torch's C++ extension loader (a C++ compiler and ninja; ~40 s once per
 machine and torch version, kept under $NEURODBG_HOME/kernels) when a scan first reaches
 `fused.FUSE_AFTER_TOKENS` tokens; if the build fails the scan goes on with the compiled
 reductions or the eager code."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -79,8 +80,9 @@ def _build(name: str, source: str, flags: list[str], target: Path) -> Any:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(".build-*"):   # left by a build that was killed
-        if time.time() - stale.stat().st_mtime > 3600:
-            shutil.rmtree(stale, ignore_errors=True)
+        with contextlib.suppress(OSError):           # (or just finished by another process)
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale, ignore_errors=True)
     log.warning("neurodbg: building the scan's C++ layer kernel for this machine (once; ~40 s on 2 cores)")
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as work:
         module = load_inline(name=name, cpp_sources=[source], functions=["layer_stats"], extra_cflags=flags,
