@@ -290,7 +290,7 @@ def test_layer_kernel_equals_brute_force() -> None:
     later = torch.randn(3, 3, size, width, generator=generator)      # and the eager code goes on
     for buffer, sign, read, before in zip(tails, signs, rows, bounds_before, strict=True):
         assert (buffer.bound != before).any() == bool(read.any())   # compacted in the kernel
-        assert bool((buffer.keys[:, :] == float("-inf")).sum(1).ge(2 * capacity - buffer.fill).all())
+        assert bool((buffer.keys == float("-inf")).sum(1).ge(2 * capacity - buffer.fill).all())
         seen = [earlier.reshape(-1, width), counted[read].reshape(-1, width)]
         want = (torch.cat(seen) * sign).sort(dim=0, descending=True).values[:capacity]
         assert torch.equal(buffer.sorted_keys(), want)
