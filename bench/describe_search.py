@@ -19,12 +19,13 @@ import argparse
 import statistics
 import tempfile
 import time
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 import neurodbg
-from neurodbg.atlas import AtlasStore
+from neurodbg.atlas import AtlasStore, descriptions
 from neurodbg.corpus import open_corpus
 from neurodbg.describe.exemplars import ExemplarReader
 from neurodbg.describe.explainers import make
@@ -49,7 +50,7 @@ def describe_rate(atlas: Path, model: neurodbg.Model) -> None:
     print(f"statistical explainer: {data['described']:,} neuron-polarities in {data['seconds']:.1f} s = "
           f"{data['per_second']:,.0f}/s (set-up {setup:.1f} s); median score {data['median_score']}, "
           f">=0.5 {data['share_ge_0.5']}, >=0.8 {data['share_ge_0.8']}")
-    texts = [r[0] for r in store.conn.execute("SELECT text FROM descriptions LIMIT 2048")]
+    texts = [e.text for e in islice(descriptions.best(store), 2048)]
     t0 = time.perf_counter()
     embed(texts)
     print(f"embedding descriptions: {len(texts) / (time.perf_counter() - t0):,.0f}/s")
@@ -70,7 +71,7 @@ def search_latency(n: int, queries: np.ndarray, rounds: int) -> None:
     filtered = []
     for q in queries:
         t0 = time.perf_counter()
-        index.search(q, 50, layers=(5, 12), polarity="+", min_score=0.5)
+        index.search(q, 50, layers=range(5, 13), polarity="+", min_score=0.5)
         filtered.append(time.perf_counter() - t0)
     ms = np.array(times) * 1e3
     print(f"search top-50 over {n:>7,} descriptions: median {np.median(ms):6.2f} ms, p99 "

@@ -16,8 +16,7 @@ import statistics
 import time
 
 import neurodbg
-from neurodbg.atlas import AtlasStore
-from neurodbg.describe import storage
+from neurodbg.atlas import AtlasStore, descriptions
 from neurodbg.describe.chat_backends import LocalChat
 from neurodbg.describe.exemplars import ExemplarReader
 from neurodbg.describe.llm_explainer import LLMExplainer
@@ -39,15 +38,14 @@ def main() -> None:
     bg = background(store, model.tokenizer, reader)
     explainer = LLMExplainer(LocalChat(model), bg.decode, candidates=args.candidates)
     simulator = LLMSimulator(model, bg.decode)
-    keys = sorted({(int(a), int(b), str(c)) for a, b, c in store.conn.execute(
-        "SELECT layer, neuron, polarity FROM descriptions WHERE explainer = 'stat'")})
+    keys = sorted(descriptions.done(store, "stat"))
     sample = random.Random(args.seed).sample(keys, args.n)
     llm, stat = [], []
     t0 = time.perf_counter()
     for layer, neuron, polarity in sample:
         describe(store, explainer, simulator, reader=reader, layers=[layer], neurons=[neuron],
                  polarities=(polarity,), progress=False)
-        found = storage.for_neuron(store, layer, neuron, polarity)
+        found = descriptions.for_neuron(store, layer, neuron, polarity)
         best_llm = max((e for e in found if e.explainer == explainer.name and e.score is not None),
                        key=lambda e: e.score or 0, default=None)
         best_stat = next((e for e in found if e.explainer == "stat"), None)

@@ -44,6 +44,10 @@ class AtlasMismatchError(AtlasError):
     """An atlas was asked to mix models, corpora or settings."""
 
 
+class ExportError(AtlasError):
+    """An atlas export was asked for layers or fields the atlas lacks, or its output cannot be written."""
+
+
 class ScanMemoryError(NeurodbgError, MemoryError):
     """A scan's batch does not fit in the memory of the device it runs on."""
 

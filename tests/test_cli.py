@@ -114,16 +114,34 @@ def test_trace_json_lists_top_neurons(traced):
 
 
 def test_trace_top_neurons_match_manual_hook(traced, model):
+    """Ranked over positions 1.. (position 0, the attention sink, is left out as in an atlas)."""
     data, _ = traced
     acts = _manual_acts(model, PROMPT)
     assert acts.shape == (len(data["tokens"]), N_NEURONS)
-    peak, where = acts.max(dim=0)
+    assert data["first_position"] == 1 and "position 0" in data["note"]
+    peak, where = acts[1:].max(dim=0)
     expected = peak.topk(10).indices.tolist()
     top = data["sites"][SITE]["top"]
     assert [h["neuron"] for h in top] == expected
     for h in top:
         assert h["value"] == pytest.approx(float(peak[h["neuron"]]), rel=1e-4, abs=1e-5)
-        assert h["token_index"] == int(where[h["neuron"]])
+        assert h["token_index"] == int(where[h["neuron"]]) + 1
+
+
+def test_trace_view_can_include_the_first_position(model):
+    from neurodbg.analyze.trace_view import trace_view
+
+    acts = _manual_acts(model, "Which is bigger, 9.11 or 9.9?")
+    for include, rows in ((True, acts), (False, acts[1:])):
+        view = trace_view(model, "Which is bigger, 9.11 or 9.9?", [SITE], top=5, include_first=include)
+        peak, where = rows.max(dim=0)
+        top = view.sites[SITE].top
+        assert [h.neuron for h in top] == peak.topk(5).indices.tolist()
+        assert [h.token_index for h in top] == [int(where[h.neuron]) + (0 if include else 1) for h in top]
+        assert (view.note is None) == include
+    layer29 = trace_view(model, "Which is bigger, 9.11 or 9.9?", ["layers.29.mlp.act"], top=10)
+    assert all(h.token_index != 0 for h in layer29.sites["layers.29.mlp.act"].top)
+    assert max(h.value for h in layer29.sites["layers.29.mlp.act"].top) < 200     # no sink values in the thousands
 
 
 def test_trace_default_reports_every_layer():
@@ -218,6 +236,7 @@ def bad_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "tok500.json").write_text(json.dumps([{"site": SITE, "op": "ablate", "neurons": [1], "tokens": [500]}]))
     (d / "malformed.json").write_text("{not json")
     (d / "badop.json").write_text(json.dumps([{"site": SITE, "op": "explode", "neurons": [1]}]))
+    (d / "nan.json").write_text(json.dumps([{"site": SITE, "op": "set", "neurons": [1], "value": float("nan")}]))
     (d / "cfg_malformed").mkdir()
     (d / "cfg_malformed" / "config.json").write_text('{"model_type": "llama", "hidden_size": ')
     (d / "cfg_unknown").mkdir()
@@ -234,6 +253,9 @@ BAD_INPUTS = {
     "long-prompt": ["trace", "hello " * 9000],
     "malformed-intervention": ["trace", "hi", "--intervene", "{d}/malformed.json"],
     "unknown-op": ["trace", "hi", "--intervene", "{d}/badop.json"],
+    "nan-intervention": ["trace", "hi", "--intervene", "{d}/nan.json"],
+    "top-zero": ["trace", "hi", "--top", "0"],
+    "unknown-command": ["tracer", "hi"],
     "missing-gguf": ["trace", "hi", "--model", "/nonexistent/model.gguf"],
     "missing-dir": ["trace", "hi", "--model", "./nope"],
     "config-malformed-file": ["inspect", "--model", "{d}/cfg_malformed/config.json"],
@@ -245,6 +267,7 @@ BAD_INPUTS = {
 EXPECTED_WORDS = {
     "site-layer-99": "layers.99", "site-nonsense": "nonsense", "neuron-5000": "5000", "token-500": "500",
     "empty-prompt": "empty", "long-prompt": "8192", "malformed-intervention": "JSON", "unknown-op": "explode",
+    "nan-intervention": "finite", "top-zero": "--top", "unknown-command": "tracer",
     "missing-gguf": "/nonexistent/model.gguf", "missing-dir": "nope", "config-malformed-file": "JSON",
     "config-malformed-dir": "JSON", "config-unknown-type": "frobnicator9000", "unknown-optimizer": "lion9",
     "unknown-optimizer-config": "lion9",

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import neurodbg
-from neurodbg.atlas import AtlasStore
-from neurodbg.describe import storage
+from neurodbg.atlas import AtlasStore, descriptions
 from neurodbg.describe.exemplars import ExemplarReader
 from neurodbg.describe.explainers import make
 from neurodbg.describe.runner import background, describe
@@ -51,7 +50,7 @@ def test_score_is_pearson_over_held_out_tokens(described: Path, default_model: n
     reader = ExemplarReader(store)
     for neuron, by_kind in list(reader.layer(1))[:40:7]:
         ex = reader.build(1, neuron, "+", by_kind)
-        stored = storage.for_neuron(store, 1, neuron, "+")[0]
+        stored = descriptions.for_neuron(store, 1, neuron, "+")[0]
         spec = stored.spec
         assert spec is not None
         preds, trues = [], []
@@ -89,7 +88,7 @@ def test_a_digit_neuron_is_named_scored_and_found(described: Path) -> None:
     from neurodbg.search.atlas_search import AtlasSearch
 
     store = AtlasStore.open(described)
-    digit = [e for e in storage.best(store) if "digits and numbers" in e.text and (e.score or 0) >= 0.5]
+    digit = [e for e in descriptions.best(store) if "digits and numbers" in e.text and (e.score or 0) >= 0.5]
     assert digit, "no neuron described as firing on digits with score >= 0.5"
     best = max(digit, key=lambda e: e.score or 0)
     assert best.score is not None and best.score >= 0.6
@@ -99,19 +98,19 @@ def test_a_digit_neuron_is_named_scored_and_found(described: Path) -> None:
 
 def test_rerun_skips_finished_work_and_keeps_descriptions(described: Path, default_model: neurodbg.Model) -> None:
     store = AtlasStore.open(described)
-    before = storage.count(store)
+    before = descriptions.count(store)
     reader = ExemplarReader(store)
     explainer, simulator = make("stat", background(store, default_model.tokenizer, reader))
     again = describe(store, explainer, simulator, reader=reader, progress=False)
     assert again.described == 0 and again.skipped == 2 * 1536 * 2
-    assert storage.count(store) == before
+    assert descriptions.count(store) == before
 
 
 def test_search_filters(described: Path) -> None:
     from neurodbg.search.atlas_search import AtlasSearch
 
     search = AtlasSearch(AtlasStore.open(described))
-    hits = search.search("punctuation", k=20, layers=(1, 1), polarity="-", min_score=0.2)
+    hits = search.search("punctuation", k=20, layers=[1], polarity="-", min_score=0.2)
     assert hits and all(h.layer == 1 and h.polarity == "-" and (h.score or 0) >= 0.2 for h in hits)
     sims = [h.similarity for h in hits]
     assert sims == sorted(sims, reverse=True)
@@ -199,10 +198,10 @@ def test_openai_compatible_explainer_against_a_real_server(described: Path, serv
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["described"] == 1
     store = AtlasStore.open(described)
-    found = [e for e in storage.for_neuron(store, 0, 3, "+") if e.explainer == f"openai:{model_id}"]
+    found = [e for e in descriptions.for_neuron(store, 0, 3, "+") if e.explainer == f"openai:{model_id}"]
     assert len(found) == 1 and found[0].text and found[0].score is not None
     assert found[0].simulator.startswith("llm-all-at-once:")
-    stat = [e for e in storage.for_neuron(store, 0, 3, "+") if e.explainer == "stat"]
+    stat = [e for e in descriptions.for_neuron(store, 0, 3, "+") if e.explainer == "stat"]
     assert len(stat) == 1    # earlier descriptions are kept next to the new ones
 
 
@@ -236,7 +235,7 @@ def test_endpoints_that_answer_garbage_or_hang(described: Path) -> None:
         time.sleep(5)
 
     store = AtlasStore.open(described)
-    before = storage.count(store)
+    before = descriptions.count(store)
     for body, message, extra in ((garbage, "not an OpenAI chat completion", ()), (hang, "did not answer within",
                                                                                     ("--timeout", "1"))):
         server = _http_server(body)
@@ -248,7 +247,7 @@ def test_endpoints_that_answer_garbage_or_hang(described: Path) -> None:
             server.shutdown()
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
-    assert storage.count(store) == before
+    assert descriptions.count(store) == before
 
 
 def test_local_explainer_draws_scored_candidates(described: Path, default_model: neurodbg.Model) -> None:
@@ -264,7 +263,7 @@ def test_local_explainer_draws_scored_candidates(described: Path, default_model:
     summary = describe(store, explainer, simulator, reader=reader, layers=[1], neurons=[7], polarities=("-",),
                        progress=False)
     assert summary.described == 1
-    found = [e for e in storage.for_neuron(store, 1, 7, "-") if e.explainer == explainer.name]
+    found = [e for e in descriptions.for_neuron(store, 1, 7, "-") if e.explainer == explainer.name]
     assert [e.candidate for e in sorted(found, key=lambda e: e.candidate)] == [0, 1]
     assert all(e.score is not None and -1 <= e.score <= 1 for e in found)
     ex = reader.build(1, 7, "-", dict(reader.layer(1, {7}))[7])

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from neurodbg.atlas import descriptions, records
 from neurodbg.atlas.binding import check_model
-from neurodbg.atlas.records import require_complete
 from neurodbg.atlas.store import AtlasStore
 from neurodbg.errors import NeurodbgError
 from neurodbg.model import Model
@@ -25,11 +25,11 @@ class Description:
 
 class AtlasView:
     def __init__(self, store: AtlasStore, model: Model | None = None) -> None:
-        require_complete(store)
+        records.require_complete(store)
         if model is not None:
             check_model(store, model)
         self.store = store
-        rows = store.conn.execute("SELECT layer, neuron, quantiles FROM neurons").fetchall()
+        rows = records.quantile_rows(store)
         self.layers = sorted({int(r[0]) for r in rows})
         self.width = max(int(r[1]) for r in rows) + 1
         levels = json.loads(rows[0][2]).keys()
@@ -62,46 +62,22 @@ class AtlasView:
         return values
 
     def descriptions(self) -> dict[tuple[int, int, str], Description]:
-        """The best-scored description of every (layer, neuron, polarity)."""
+        """The description (best candidate) of every (layer, neuron, polarity)."""
         if self._descriptions is None:
-            self._descriptions = {}
-            for layer, neuron, polarity, text, score, explainer in self.store.conn.execute(
-                    "SELECT layer, neuron, polarity, text, score, explainer FROM descriptions "
-                    "ORDER BY layer, neuron, polarity, score IS NULL, score DESC"):
-                key = (int(layer), int(neuron), str(polarity))
-                if key not in self._descriptions:
-                    self._descriptions[key] = Description(text, score, explainer)
+            self._descriptions = {(e.layer, e.neuron, e.polarity): Description(e.text, e.score, e.explainer)
+                                  for e in descriptions.best(self.store)}
         return self._descriptions
 
     def embeddings(self, keys: list[tuple[int, int, str]]) -> np.ndarray:
-        """Unit embeddings of those neurons' best descriptions; zeros where a neuron has none.
+        """Unit embeddings of those neurons' descriptions; zeros where a neuron has none.
         Missing embeddings are computed (for these rows only) and stored."""
-        import sqlite3
+        from neurodbg.search.atlas_search import embed_rows
+        from neurodbg.search.embedder import DIMENSIONS
 
-        from neurodbg.errors import AtlasError
-        from neurodbg.search.atlas_search import searchable
-        from neurodbg.search.embedder import DIMENSIONS, embed
-
-        out = np.zeros((len(keys), DIMENSIONS), dtype=np.float32)
-        missing: list[tuple[int, int, str]] = []
-        for i, (layer, neuron, polarity) in enumerate(keys):
-            row = self.store.conn.execute(
-                "SELECT rowid, text, embedding FROM descriptions WHERE layer = ? AND neuron = ? AND polarity = ? "
-                "ORDER BY score IS NULL, score DESC LIMIT 1", (layer, neuron, polarity)).fetchone()
-            if row is None:
-                continue
-            if row[2] is not None:
-                out[i] = np.frombuffer(row[2], dtype=np.float32)
-            else:
-                missing.append((i, row[0], row[1]))
+        found = descriptions.best_embeddings(self.store, DIMENSIONS, keys)
+        missing = [(rowid, found.texts[i]) for i, rowid in enumerate(found.rowids)
+                   if rowid is not None and not found.embedded[i]]
         if missing:
-            vectors = embed([searchable(text) for _, _, text in missing])
-            for (i, _, _), v in zip(missing, vectors, strict=True):
-                out[i] = v
-            try:
-                with self.store.transaction() as conn:
-                    conn.executemany("UPDATE descriptions SET embedding = ? WHERE rowid = ?",
-                                     [(v.tobytes(), rowid) for (_, rowid, _), v in zip(missing, vectors, strict=True)])
-            except sqlite3.Error as exc:
-                raise AtlasError(f"could not store embeddings in {self.store.directory}: {exc}") from None
-        return out
+            embed_rows(self.store, missing)
+            found = descriptions.best_embeddings(self.store, DIMENSIONS, keys)
+        return found.vectors

@@ -5,8 +5,10 @@ own logits (a test checks this)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from neurodbg.analyze.prompt import Prompt
@@ -90,3 +92,36 @@ def lens_grid(model: Model, prompt: Prompt, *, target: int | None = None, logits
     if target is not None:
         grid.target, grid.target_probs = target, probs[:, :, target].tolist()
     return grid
+
+
+@dataclass
+class LensReport:
+    """Both lens views of one prompt from one unembedding of every layer: every layer's top-k at
+    `position` (with the target's rank), the grid of every cell's top token, and for the heatmap
+    the probability of one token everywhere (the target, or else the model's own top prediction
+    at `position`)."""
+    position: int
+    layers: list[LensLayer]
+    grid: LensGrid
+    heat_token: str
+    heat_probs: list[list[float]]        # [layers][positions]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "layers": [layer.to_dict() for layer in self.layers],
+                "grid": self.grid.to_dict()}
+
+    def heatmap(self, path: str | Path) -> Path:
+        from neurodbg.viz.figures import heatmap
+
+        return heatmap(np.asarray(self.heat_probs), row_labels=[f"L{r.layer}" for r in self.layers],
+                       col_labels=self.grid.tokens, path=path, xlabel="position", ylabel="layer", diverging=False,
+                       title=f"logit lens: p({self.heat_token!r}) by layer and position", label="probability")
+
+
+def lens_report(model: Model, prompt: Prompt, position: int, *, target: int | None = None, k: int = 5) -> LensReport:
+    logits = lens_logits(model, prompt)
+    layers = logit_lens(model, prompt, position, target=target, k=k, logits=logits)
+    grid = lens_grid(model, prompt, target=target, logits=logits)
+    heat = target if target is not None else layers[-1].top[0][1]
+    probs = torch.softmax(logits, dim=-1)[:, :, heat]
+    return LensReport(position, layers, grid, model.tokenizer.decode([heat]), probs.tolist())

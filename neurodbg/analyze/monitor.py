@@ -4,7 +4,7 @@ the web app only call this."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -13,9 +13,9 @@ import numpy as np
 
 from neurodbg.analyze import neurons_behind
 from neurodbg.analyze.atlas_view import AtlasView
-from neurodbg.analyze.attention import attention_patterns
+from neurodbg.analyze.attention import AttentionView, attention_patterns, attention_view
 from neurodbg.analyze.clusters import Cluster, cluster
-from neurodbg.analyze.logit_lens import LensGrid, LensLayer, lens_grid, lens_logits, logit_lens
+from neurodbg.analyze.logit_lens import LensLayer, LensReport, lens_report, logit_lens
 from neurodbg.analyze.neuron_page import neuron_page
 from neurodbg.analyze.neurons_behind import Mode, NeuronReport
 from neurodbg.analyze.prompt import Prompt, from_ids, prepare, prepare_messages, single_token
@@ -26,6 +26,7 @@ from neurodbg.atlas.store import AtlasStore
 from neurodbg.errors import NeurodbgError, PromptError
 from neurodbg.model import Model
 from neurodbg.search.index import Hit
+from neurodbg.trace.check import check_interventions
 from neurodbg.trace.interventions import Intervention
 
 Text = str | Prompt       # a prompt as text, or one already prepared (from ids or a conversation)
@@ -132,6 +133,10 @@ class Monitor:
         return steer(self.model, prompt, interventions, target=target_id, max_new_tokens=max_new_tokens,
                      progress=progress)
 
+    def check(self, text: Text, interventions: list[Intervention], *, chat: bool = False) -> None:
+        """Refuse interventions that cannot apply to this model and prompt (before a long run)."""
+        check_interventions(self.model, interventions, self.prompt(text, chat=chat).ids)
+
     def preview(self, spec: SteeringSpec) -> list[dict[str, Any]]:
         """The neurons a spec selects, with descriptions and the value each would be set to."""
         view = self._need_atlas("steering")
@@ -146,8 +151,9 @@ class Monitor:
                         "description": d.text if d else None, "score": d.score if d else None})
         return out
 
-    def search(self, query: str, k: int = 20, *, layers: tuple[int, int] | None = None,
+    def search(self, query: str, k: int = 20, *, layers: Iterable[int] | None = None,
                polarity: str | None = None, min_score: float | None = None) -> list[Hit]:
+        """Neurons by meaning; `layers`: only these layer indices (a list, set or range)."""
         return self._need_atlas("search").search().search(query, k, layers=layers, polarity=polarity,
                                                           min_score=min_score)
 
@@ -162,14 +168,18 @@ class Monitor:
         return logit_lens(self.model, prompt, prompt.position(position), target=target_id, k=k)
 
     def lens_view(self, text: Text, *, position: int | None = None, target: str | int | None = None, k: int = 5,
-                  chat: bool = False) -> tuple[list[LensLayer], LensGrid]:
-        """Both lens views from one unembedding of every layer."""
+                  chat: bool = False) -> LensReport:
+        """Both lens views (each layer's top-k at a position, every cell's top token) from one
+        unembedding of every layer, and the probabilities the heatmap draws."""
         prompt = self.prompt(text, chat=chat)
         target_id = self._target(target) if target is not None else None
-        logits = lens_logits(self.model, prompt)
-        return (logit_lens(self.model, prompt, prompt.position(position), target=target_id, k=k, logits=logits),
-                lens_grid(self.model, prompt, target=target_id, logits=logits))
+        return lens_report(self.model, prompt, prompt.position(position), target=target_id, k=k)
 
     def attention(self, text: Text, layer: int, *, chat: bool = False) -> np.ndarray:
         """[heads, T, T] attention weights of one layer."""
         return attention_patterns(self.model, self.prompt(text, chat=chat), [layer])[layer].numpy()
+
+    def attention_view(self, text: Text, *, layers: list[int] | None = None, head: int | None = None,
+                       chat: bool = False) -> AttentionView:
+        """Attention weights of the chosen layers (default: all), one head or the mean over heads."""
+        return attention_view(self.model, self.prompt(text, chat=chat), layers, head)

@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from neurodbg.atlas import records
+from neurodbg.atlas import descriptions, records
 from neurodbg.atlas.store import AtlasStore
-from neurodbg.describe import storage
 from neurodbg.model import Model
 
 
@@ -38,7 +37,7 @@ def neuron_page(store: AtlasStore, model: Model, layer: int, neuron: int, *, can
     out["exemplars"] = {kind: [{"rank": e.rank, "value": e.value, "tokens": e.tokens,
                                 "acts": [round(a, 4) for a in e.acts]}
                                for e in items[:exemplars]] for kind, items in rec.exemplars.items()}
-    found = storage.for_neuron(store, layer, neuron)
+    found = descriptions.for_neuron(store, layer, neuron)
     out["descriptions"] = {}
     for polarity in ("+", "-"):
         mine = [e.to_dict() for e in found if e.polarity == polarity]

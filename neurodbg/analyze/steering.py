@@ -22,11 +22,12 @@ from neurodbg.analyze.prompt import Prompt
 from neurodbg.atlas.records import parse_neuron_id
 from neurodbg.errors import InterventionError, NeurodbgError
 from neurodbg.model import Model
+from neurodbg.trace.check import check_interventions
 from neurodbg.trace.interventions import Intervention, SetValue
 
 
 class SteeringSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     neurons: list[str] | None = None               # ids like L5/N12 or L5/N12- (polarity picks the tail)
     query: str | None = None                        # or: neurons whose descriptions match this
@@ -137,7 +138,9 @@ class _CountingStreamer(BaseStreamer):
 def steer(model: Model, prompt: Prompt, interventions: list[Intervention], *, target: int | None = None,
           max_new_tokens: int = 20, progress: Progress | None = None) -> SteeringResult:
     """Greedy generation without and with the interventions, plus the target's log-prob change.
-    `progress` is called after every generated token (it may raise to abandon the run)."""
+    `progress` is called after every generated token (it may raise to abandon the run). The
+    interventions are checked against the model and prompt before anything is generated."""
+    check_interventions(model, interventions, prompt.ids)
     def generate(edits: list[Intervention], stage: str) -> str:
         extra: dict[str, Any] = {"streamer": _CountingStreamer(stage, progress)} if progress is not None else {}
         with model.trace(interventions=edits) as tr:

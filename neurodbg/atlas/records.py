@@ -1,9 +1,12 @@
-"""Reading an atlas: neuron ids (`L5/N123`), neuron records, summaries, export."""
+"""Reading an atlas: neuron ids (`L5/N123`), neuron records, summaries, and the row
+queries the describe loop and the analyses read (all of the atlas's SQL lives in
+this package)."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -105,8 +108,42 @@ def info(store: AtlasStore) -> dict[str, Any]:
     return meta
 
 
-def export(store: AtlasStore, *, decode: Any = None) -> dict[str, Any]:
-    """Everything, as one JSON-able dict (meta + every neuron with its exemplars)."""
-    require_complete(store)
-    keys = store.conn.execute("SELECT layer, neuron FROM neurons ORDER BY layer, neuron").fetchall()
-    return {"meta": store.meta(), "neurons": [neuron(store, l_, n, decode=decode).to_dict() for l_, n in keys]}
+# -- rows for the library's readers ---------------------------------------------------------------
+def neuron_count(store: AtlasStore) -> int:
+    return int(store.conn.execute("SELECT COUNT(*) FROM neurons").fetchone()[0])
+
+
+def layers(store: AtlasStore) -> list[int]:
+    """The scanned layers, ascending."""
+    return [int(r[0]) for r in store.conn.execute("SELECT DISTINCT layer FROM neurons ORDER BY layer")]
+
+
+def width(store: AtlasStore) -> int:
+    """Neurons per layer (the largest index + 1; 0 for an empty atlas)."""
+    row = store.conn.execute("SELECT MAX(neuron) + 1 FROM neurons").fetchone()
+    return int(row[0] or 0)
+
+
+def quantile_rows(store: AtlasStore) -> list[tuple[int, int, str]]:
+    """(layer, neuron, quantiles JSON) of every neuron."""
+    return [(int(a), int(b), str(c)) for a, b, c in
+            store.conn.execute("SELECT layer, neuron, quantiles FROM neurons ORDER BY layer, neuron")]
+
+
+def sequences(store: AtlasStore) -> Iterator[tuple[int, np.ndarray]]:
+    """(sequence index, int32 token ids) of every stored sequence, by index."""
+    for index, ids in store.conn.execute("SELECT seq_index, ids FROM sequences ORDER BY seq_index"):
+        yield int(index), np.frombuffer(ids, dtype=np.int32)
+
+
+def exemplar_rows(store: AtlasStore, layer: int) -> Iterator[tuple[int, str, int, int, bytes]]:
+    """(neuron, kind, rank, sequence index, float16 activations) of one layer, by neuron, kind, rank."""
+    yield from store.conn.execute(
+        "SELECT neuron, kind, rank, seq_index, acts FROM exemplars WHERE layer = ? ORDER BY neuron, kind, rank",
+        (layer,))
+
+
+def output_token_rows(store: AtlasStore, layer: int) -> Iterator[tuple[int, str | None, str | None]]:
+    """(neuron, promoted JSON, suppressed JSON) of one layer."""
+    yield from store.conn.execute("SELECT neuron, promoted, suppressed FROM neurons WHERE layer = ? ORDER BY neuron",
+                                  (layer,))

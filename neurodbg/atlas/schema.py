@@ -1,7 +1,11 @@
 """The atlas database schema (SQLite, WAL). Bump SCHEMA_VERSION on any change."""
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)   # version 1 lacks only the description tables, added on open
+SCHEMA_VERSION = 3
+# Older versions are upgraded on open (see AtlasStore._upgrade): version 1 lacks the description
+# tables; versions 1 and 2 recorded a weaker corpus identity (corpus content, tokenizer vocabulary,
+# seq_len, BOS setting, dedup), kept as `legacy_corpus_fingerprint` until a scan of the same corpus
+# confirms it and records the full `corpus_settings_fingerprint` in its place.
+READABLE_VERSIONS = (1, 2, 3)
 DB_NAME = "atlas.db"
 
 SCHEMA = """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -70,10 +70,18 @@ class AtlasStore:
         if int(version) not in READABLE_VERSIONS:
             raise AtlasError(f"atlas schema version {version} is not supported (this neurodbg reads "
                              f"{', '.join(map(str, READABLE_VERSIONS))})")
-        if int(version) != SCHEMA_VERSION:   # older atlases only lack tables: add them
-            self.conn.executescript(SCHEMA)
-            with self.transaction() as conn:
-                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        if int(version) != SCHEMA_VERSION:
+            self._upgrade(int(version))
+
+    def _upgrade(self, version: int) -> None:
+        """Bring an older atlas to this schema in one transaction; nothing it holds is dropped."""
+        self.conn.executescript(SCHEMA)          # tables added since (CREATE TABLE IF NOT EXISTS)
+        with self.transaction() as conn:
+            legacy = self.get("corpus_fingerprint")
+            if version < 3 and legacy is not None:
+                conn.execute("DELETE FROM meta WHERE key = 'corpus_fingerprint'")
+                self.set_meta(conn, legacy_corpus_fingerprint=legacy)
+            self.set_meta(conn, schema_version=str(SCHEMA_VERSION), upgraded_from=str(version))
 
     def close(self) -> None:
         self.conn.close()
@@ -107,14 +115,24 @@ class AtlasStore:
             text = value if isinstance(value, str) else json.dumps(value)
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, text))
 
-    def claim(self, identity: dict[str, str], extra: dict[str, Any]) -> None:
+    def claim(self, identity: dict[str, str], extra: dict[str, Any],
+              legacy_corpus: Callable[[], str] | None = None) -> None:
         """Bind an empty atlas to a (model, corpus, settings) identity, or check that an
-        existing one has the same; a mismatch is refused and nothing is written."""
+        existing one has the same; a mismatch is refused and nothing is written.
+        `legacy_corpus` computes the corpus identity schema 2 recorded: an upgraded atlas
+        that still carries one is checked against it and, when it matches, rebound to
+        the full identity."""
         current = {k: self.get(k) for k in IDENTITY_KEYS}
-        if all(v is None for v in current.values()):
+        legacy = self.get("legacy_corpus_fingerprint")
+        if all(v is None for v in current.values()) and legacy is None:
             with self.transaction() as conn:
                 self.set_meta(conn, **identity, **extra, status="scanning")
             return
+        if current["corpus_fingerprint"] is None and legacy is not None:
+            if legacy_corpus is not None and legacy_corpus() == legacy:
+                current["corpus_fingerprint"] = identity["corpus_fingerprint"]   # confirmed below, with the rest
+            else:
+                current["corpus_fingerprint"] = legacy
         for key in IDENTITY_KEYS:
             if current[key] != identity[key]:
                 what = key.replace("_fingerprint", "")
@@ -122,6 +140,15 @@ class AtlasStore:
                 raise AtlasMismatchError(
                     f"atlas {self.directory} was made with a different {what} ({name}, {str(current[key])[:12]}); "
                     f"refusing to mix it with this one ({str(identity[key])[:12]}). Use another --atlas directory")
+        if legacy is not None and self.get("corpus_fingerprint") is None:
+            with self.transaction() as conn:
+                self.set_meta(conn, corpus_fingerprint=identity["corpus_fingerprint"])
+                conn.execute("DELETE FROM meta WHERE key = 'legacy_corpus_fingerprint'")
+
+    @property
+    def upgraded_identity(self) -> bool:
+        """Whether this atlas was scanned under the schema-2 corpus identity (its checkpoints carry it)."""
+        return int(self.get("upgraded_from") or SCHEMA_VERSION) < 3
 
     @property
     def status(self) -> str | None:

@@ -2,34 +2,32 @@
 
 from __future__ import annotations
 
-import json
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from neurodbg.atlas import export as export_lib
 from neurodbg.atlas import records
+from neurodbg.atlas.export import FIELDS
 from neurodbg.atlas.store import AtlasStore
-from neurodbg.cli.common import JsonOpt, console, emit_json
-from neurodbg.errors import AtlasError
+from neurodbg.cli.common import JsonOpt, console, emit_json, err_console, int_list
+from neurodbg.errors import ExportError
+from neurodbg.progress import RateProgress
 
 app = typer.Typer(no_args_is_help=True, help="Read a neuron atlas.")
 AtlasOpt = Annotated[Path, typer.Option(help="Atlas directory.")]
 
 
 def _decoder(store: AtlasStore) -> Any:
-    """Token decoding needs the tokenizer of the atlas's model, when it is cached locally."""
-    from neurodbg.models import catalogue, provision
+    """Token decoding needs the tokenizer of the atlas's model, when it is on this machine."""
+    from neurodbg.atlas.binding import atlas_tokenizer
 
-    name = store.get("model_name") or ""
-    entry = catalogue.lookup(name)
-    if entry is None or not provision.is_ready(provision.cached_dir(entry)):
-        return None
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(provision.cached_dir(entry)))
-    return lambda ids: tok.decode(ids)
+    tok = atlas_tokenizer(store)
+    return None if tok is None else (lambda ids: tok.decode(ids))
 
 
 @app.command("info")
@@ -81,16 +79,53 @@ def _highlight(ex: records.Exemplar, kind: str) -> str:
 
 
 @app.command("export")
-def export(atlas: AtlasOpt, out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
-           json_out: JsonOpt = True) -> None:
-    """The whole atlas as JSON."""
+def export(
+    atlas: AtlasOpt,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="JSON Lines: one neuron per line (the default).")] = False,
+    json_doc: Annotated[bool, typer.Option("--json", help="One JSON document {meta, neurons: [...]}.")] = False,
+    parquet: Annotated[Path | None, typer.Option(help="Write Parquet to this file (pyarrow).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write JSON(L) here instead of stdout.")] = None,
+    layers: Annotated[str | None, typer.Option(help="Layers: a list, ranges or both, like 0-3,7 (default: all).")]
+    = None,
+    fields: Annotated[str | None, typer.Option(
+        help=f"Comma-separated, from {', '.join(FIELDS)} (default: all but tokens).")] = None,
+) -> None:
+    """Stream the atlas out, a layer at a time (memory does not grow with the atlas)."""
+    from neurodbg.atlas import export_json, export_parquet
+    from neurodbg.atlas.binding import atlas_vocabulary
+
+    if sum((jsonl, json_doc, parquet is not None)) > 1:
+        raise ExportError("choose one format: --jsonl, --json or --parquet FILE")
+    if parquet is not None and out is not None:
+        raise ExportError("--parquet names its own file; --out is for --jsonl and --json")
     store = AtlasStore.open(atlas)
-    data = records.export(store, decode=None)
-    if out is None:
-        emit_json(data)
-        return
+    wanted = None if fields is None else [f.strip() for f in fields.split(",") if f.strip()]
+    vocab = atlas_vocabulary(store) if wanted is not None and "tokens" in wanted else None
+    selection = export_lib.select(store, int_list(layers, "layers"), wanted, vocab=vocab)
+    total = sum(1 for _ in selection.layers) * records.width(store)
+    fmt = "parquet" if parquet is not None else "json" if json_doc else "jsonl"
+    target = parquet if parquet is not None else out
+    with RateProgress(True, f"export ({fmt})", total) as bar:
+        if target is None:
+            _to_stdout(store, selection, fmt, vocab, bar.advance)
+            return
+        with export_lib.atomic_file(target, binary=fmt == "parquet") as (_, handle):
+            if fmt == "parquet":
+                written = export_parquet.write_parquet(store, handle, selection, vocab=vocab, advance=bar.advance)
+            else:
+                writer = export_json.write_json if fmt == "json" else export_json.write_json_lines
+                written = writer(store, handle, selection, vocab=vocab, advance=bar.advance)
+    err_console.print(f"wrote {written:,} neurons to {target} ({fmt})", markup=False)
+
+
+def _to_stdout(store: AtlasStore, selection: export_lib.Selection, fmt: str, vocab: Any, advance: Any) -> None:
+    from neurodbg.atlas import export_json
+
+    writer = export_json.write_json if fmt == "json" else export_json.write_json_lines
     try:
-        out.write_text(json.dumps(data))
+        writer(store, sys.stdout, selection, vocab=vocab, advance=advance)
+        sys.stdout.flush()
+    except BrokenPipeError:       # the reader stopped early (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError as exc:
-        raise AtlasError(f"cannot write {out}: {exc.strerror or exc}") from None
-    console.print(f"wrote {out}", markup=False)
+        raise ExportError(f"cannot write the export to stdout: {exc.strerror or exc}") from None

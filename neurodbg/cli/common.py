@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+
+from neurodbg.errors import NeurodbgError
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalogue name, model dir, .gguf file or hub id.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
@@ -18,6 +22,41 @@ err_console = Console(stderr=True)
 
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def finite(low: float | None = None, high: float | None = None) -> Callable[[str], float]:
+    """A float option's parser that refuses nan, inf and -inf (Python's float() reads them) and
+    values outside [low, high]: `typer.Option(parser=finite(0.1))`."""
+    def parse(text: str | float) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise typer.BadParameter(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"{text!r} is not a finite number")
+        if (low is not None and value < low) or (high is not None and value > high):
+            span = f"{'-inf' if low is None else f'{low:g}'} to {'inf' if high is None else f'{high:g}'}"
+            raise typer.BadParameter(f"{value:g} is outside {span}")
+        return value
+
+    return parse
+
+
+def int_list(text: str | None, what: str) -> list[int] | None:
+    """'3', '0-5', '1,4,7-9' -> sorted distinct ints; None stays None (meaning all)."""
+    if text is None:
+        return None
+    out: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            first, last = int(lo), int(hi) if sep else int(lo)
+            if first < 0 or last < first:
+                raise ValueError
+            out.update(range(first, last + 1))
+    except ValueError:
+        raise NeurodbgError(f"malformed {what} {text!r}; expected like 3, 0-5 or 1,4,7-9") from None
+    return sorted(out)
 
 
 def quiet_libraries() -> None:

@@ -7,24 +7,10 @@ from typing import Annotated
 
 import typer
 
-from neurodbg.cli.common import JsonOpt, console, emit_json, quiet_libraries
+from neurodbg.cli.common import JsonOpt, console, emit_json, finite, int_list, quiet_libraries
 from neurodbg.errors import NeurodbgError
 
 AtlasOpt = Annotated[Path, typer.Option(help="Atlas directory (made by `neurodbg scan`).")]
-
-
-def _int_ranges(text: str | None, what: str) -> list[int] | None:
-    """'3', '0-5', '1,4,7-9' -> sorted ints."""
-    if text is None:
-        return None
-    out: set[int] = set()
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            out.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise NeurodbgError(f"malformed {what} {text!r}; expected like 3, 0-5 or 1,4,7-9") from None
-    return sorted(out)
 
 
 def describe(
@@ -37,7 +23,7 @@ def describe(
     api_base: Annotated[str | None, typer.Option(help="openai: base URL (or NEURODBG_OPENAI_BASE_URL).")] = None,
     api_key: Annotated[str | None, typer.Option(help="openai: key (or NEURODBG_OPENAI_API_KEY/OPENAI_API_KEY).")]
     = None,
-    timeout: Annotated[float, typer.Option(min=0.1, help="openai: seconds per request.")] = 60.0,
+    timeout: Annotated[float, typer.Option(parser=finite(0.1), help="openai: seconds per request.")] = 60.0,
     simulator_model: Annotated[str, typer.Option(help="Local model scoring LLM descriptions.")] = "default",
     embed: Annotated[bool, typer.Option(help="Embed new descriptions for search now (else at first search).")]
     = True,
@@ -45,32 +31,18 @@ def describe(
 ) -> None:
     """Explain every neuron (both polarities) in words, score each explanation by how well
     it predicts held-out activations, and store it in the atlas. Reruns skip what is done."""
-    from neurodbg.atlas.binding import model_for_atlas
-    from neurodbg.atlas.records import require_complete
-    from neurodbg.atlas.store import AtlasStore
-    from neurodbg.describe.exemplars import ExemplarReader
-    from neurodbg.describe.explainers import LLMOptions, make
-    from neurodbg.describe.runner import background
-    from neurodbg.describe.runner import describe as run
+    from neurodbg.describe.explainers import LLMOptions
+    from neurodbg.describe.runner import describe_atlas
 
     if polarity not in ("+", "-", "both"):
         raise NeurodbgError(f"polarity must be +, - or both (got {polarity!r})")
-    store = AtlasStore.open(atlas)
-    require_complete(store)
     quiet_libraries()
-    model = model_for_atlas(store, progress=not json_out)
-    reader = ExemplarReader(store)
     options = LLMOptions(candidates=candidates, api_base=api_base, api_key=api_key, timeout=timeout,
                          simulator_model=simulator_model)
-    chosen, simulator = make(explainer, background(store, model.tokenizer, reader), options)
-    summary = run(store, chosen, simulator, reader=reader, layers=_int_ranges(layers, "layers"),
-                  neurons=_int_ranges(neurons, "neurons"), polarities=("+", "-") if polarity == "both" else (polarity,),
-                  progress=not json_out)
-    data = summary.to_dict()
-    if embed:
-        from neurodbg.search.atlas_search import ensure_embeddings
-
-        data["embedded"] = ensure_embeddings(store, progress=not json_out)
+    data = describe_atlas(atlas, explainer, options=options, layers=int_list(layers, "layers"),
+                          neurons=int_list(neurons, "neurons"),
+                          polarities=("+", "-") if polarity == "both" else (polarity,), embed=embed,
+                          progress=not json_out)
     if json_out:
         emit_json(data)
         return
@@ -83,19 +55,20 @@ def search(
     query: Annotated[str, typer.Argument(help="What to look for, e.g. 'Bible verses' or 'dates'.")],
     atlas: AtlasOpt,
     k: Annotated[int, typer.Option(min=1, help="Results.")] = 50,
-    layers: Annotated[str | None, typer.Option(help="Layer range, like 5-12.")] = None,
+    layers: Annotated[str | None, typer.Option(help="Layers: a list, ranges or both, like 1,5,9 or 5-12 or 0-3,7.")]
+    = None,
     polarity: Annotated[str | None, typer.Option(help="+ or - (default: both).")] = None,
-    min_score: Annotated[float | None, typer.Option(help="Only descriptions scored at least this.")] = None,
+    min_score: Annotated[float | None, typer.Option(parser=finite(),
+                                                    help="Only descriptions scored at least this.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Find neurons whose descriptions mean what the query says (exact cosine search)."""
     from neurodbg.atlas.store import AtlasStore
     from neurodbg.search.atlas_search import AtlasSearch
 
-    span = _int_ranges(layers, "layers")
+    chosen = int_list(layers, "layers")
     quiet_libraries()
-    hits = AtlasSearch(AtlasStore.open(atlas)).search(
-        query, k, layers=(span[0], span[-1]) if span else None, polarity=polarity, min_score=min_score)
+    hits = AtlasSearch(AtlasStore.open(atlas)).search(query, k, layers=chosen, polarity=polarity, min_score=min_score)
     if json_out:
         emit_json([h.to_dict() for h in hits])
         return

@@ -8,18 +8,16 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, load
-from neurodbg.errors import NeurodbgError
+from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, finite, load
 
 ChatOpt = Annotated[bool, typer.Option(help="Wrap the prompt in the model's chat template.")]
 PngOpt = Annotated[Path | None, typer.Option(help="Write a heatmap PNG here.")]
 
 
-def _model_and_prompt(model: str, prompt: str, chat: bool, quiet: bool) -> tuple[Any, Any]:
-    from neurodbg.analyze.prompt import prepare
+def _monitor(model: str, quiet: bool) -> Any:
+    from neurodbg.analyze.monitor import Monitor
 
-    m = load(model, quiet=quiet)
-    return m, prepare(m, prompt, chat=chat)
+    return Monitor(load(model, quiet=quiet))
 
 
 def lens(
@@ -33,27 +31,14 @@ def lens(
     json_out: JsonOpt = False,
 ) -> None:
     """Logit lens: each layer's residual stream through the final norm and unembedding."""
-    from neurodbg.analyze.logit_lens import lens_logits, logit_lens
-    from neurodbg.analyze.prompt import single_token
-
-    m, p = _model_and_prompt(model, prompt, chat, json_out)
-    pos = p.position(position)
-    target_id = single_token(m, target) if target is not None else None
-    rows = logit_lens(m, p, pos, target=target_id, k=k)
+    monitor = _monitor(model, json_out)
+    report = monitor.lens_view(prompt, position=position, target=target, k=k, chat=chat)
     if png:
-        import torch
-
-        from neurodbg.viz.figures import heatmap
-
-        probs = torch.softmax(lens_logits(m, p), dim=-1)        # [layers, T, vocab]
-        tid = target_id if target_id is not None else int(probs[-1, pos].argmax())
-        heatmap(probs[:, :, tid].numpy(), row_labels=[f"L{i}" for i in range(probs.shape[0])],
-                col_labels=p.tokens, title=f"logit lens: p({m.tokenizer.decode([tid])!r}) by layer and position",
-                path=png, xlabel="position", ylabel="layer", diverging=False)
+        report.heatmap(png)
     if json_out:
-        emit_json({"position": pos, "layers": [r.to_dict() for r in rows], "png": str(png) if png else None})
+        emit_json({**report.to_dict(), "png": str(png) if png else None})
         return
-    for r in rows:
+    for r in report.layers:
         top = ", ".join(f"{t!r} {p_:.3f}" for t, _, p_ in r.top)
         extra = f"   target rank {r.target_rank}, p {r.target_prob:.4f}" if r.target_rank is not None else ""
         console.print(f"L{r.layer:<3} {top}{extra}", markup=False)
@@ -69,29 +54,17 @@ def attention(
     json_out: JsonOpt = False,
 ) -> None:
     """Attention patterns per layer and head; a heatmap grid of the chosen layers."""
-    from neurodbg.analyze.attention import attention_patterns
-
-    m, p = _model_and_prompt(model, prompt, chat, json_out)
-    patterns = attention_patterns(m, p, layer)
-    heads = next(iter(patterns.values())).shape[0]
-    if head is not None and not 0 <= head < heads:
-        raise NeurodbgError(f"head {head} out of range (0-{heads - 1})")
-    chosen = {li: (a[head] if head is not None else a.mean(0)).numpy() for li, a in patterns.items()}
+    view = _monitor(model, json_out).attention_view(prompt, layers=layer, head=head, chat=chat)
     if png:
-        from neurodbg.viz.figures import attention_grid
-
-        which = f"head {head}" if head is not None else "mean over heads"
-        attention_grid(chosen, p.tokens, path=png, title=f"attention ({which})")
+        view.grid_png(png)
     if json_out:
-        emit_json({"tokens": p.tokens, "heads": heads, "head": head,
-                   "layers": {str(li): np.round(a, 5).tolist() for li, a in chosen.items()},
-                   "png": str(png) if png else None})
+        emit_json({**view.to_dict(), "png": str(png) if png else None})
         return
-    for li, a in chosen.items():
-        q = len(p.tokens) - 1
+    for li, a in view.chosen().items():
+        q = len(view.tokens) - 1
         best = np.argsort(-a[q])[:3]
-        console.print(f"L{li:<3} last token attends to " + ", ".join(f"{p.tokens[j]!r} {a[q, j]:.2f}" for j in best),
-                      markup=False)
+        console.print(f"L{li:<3} last token attends to " + ", ".join(f"{view.tokens[j]!r} {a[q, j]:.2f}"
+                                                                      for j in best), markup=False)
 
 
 def patch(
@@ -133,7 +106,8 @@ def vector(
     positive: Annotated[list[str], typer.Option("--positive", help="Prompts of the wanted side (repeatable).")],
     negative: Annotated[list[str], typer.Option("--negative", help="Prompts of the other side (repeatable).")],
     site: Annotated[str, typer.Option(help="Where the vector is read and added.")] = "layers.10.resid_out",
-    strength: Annotated[list[float] | None, typer.Option("--strength", help="Strengths swept (repeatable).")]
+    strength: Annotated[list[float] | None, typer.Option("--strength", parser=finite(),
+                                                         help="Strengths swept (repeatable).")]
     = None,
     target: Annotated[str | None, typer.Option(help="Report this next token's log-prob.")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, max=512)] = 20,

@@ -45,13 +45,25 @@ EXIT_BAD_INPUT = 2
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, prog_name="neurodbg", standalone_mode=True)
+        code = app(args=argv, prog_name="neurodbg", standalone_mode=False)
     except NeurodbgError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+    except Exception as exc:
+        # a bad option or argument (click's UsageError; typer vendors its own click, so it is
+        # recognised by shape): one line, like every other bad input
+        if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
+            raise
+        message = " ".join(str(exc.format_message()).split())
+        if message:       # (no message: a group called bare, whose help is already printed)
+            ctx = getattr(exc, "ctx", None)
+            command = ctx.command_path.partition(" ")[2] if ctx is not None else ""
+            sys.stderr.write(f"error: {command + ': ' if command else ''}{message} (see --help)\n")
+        sys.exit(int(getattr(exc, "exit_code", EXIT_BAD_INPUT)))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

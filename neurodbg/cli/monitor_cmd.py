@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, load
+from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, finite, load
 from neurodbg.errors import InterventionError, NeurodbgError
 
 AtlasOpt = Annotated[Path | None, typer.Option(help="Atlas directory (descriptions, quantiles).")]
@@ -33,7 +33,7 @@ def analyze(
     top: Annotated[int, typer.Option(min=1, help="Neurons to report.")] = 100,
     rank: Annotated[str, typer.Option(help="attribution: abs, pos (raise the target) or neg.")] = "abs",
     include_template: Annotated[bool, typer.Option(help="Count chat-template tokens too.")] = False,
-    threshold: Annotated[float, typer.Option(help="Cluster cut: cosine distance.")] = 0.6,
+    threshold: Annotated[float, typer.Option(parser=finite(0.0, 2.0), help="Cluster cut: cosine distance.")] = 0.6,
     label_with: Annotated[str | None, typer.Option(help="Also label clusters with local:MODEL or openai:MODEL.")]
     = None,
     api_base: Annotated[str | None, typer.Option(help="openai: base URL for --label-with.")] = None,
@@ -79,9 +79,10 @@ def steer(
     neurons: Annotated[str | None, typer.Option(help="Or name them: L5/N12,L7/N3- .")] = None,
     k: Annotated[int, typer.Option(min=1, help="Neurons taken from the query.")] = 50,
     polarity: Annotated[str | None, typer.Option(help="Query only + or - descriptions.")] = None,
-    min_score: Annotated[float | None, typer.Option(help="Query only descriptions scored at least this.")] = None,
-    value: Annotated[float, typer.Option(help="λ × each neuron's tail quantile (0 ablates).")] = 0.0,
-    level: Annotated[float, typer.Option(help="The tail quantile λ is relative to.")] = 1e-4,
+    min_score: Annotated[float | None, typer.Option(parser=finite(),
+                                                    help="Query only descriptions scored at least this.")] = None,
+    value: Annotated[float, typer.Option(parser=finite(), help="λ × each neuron's tail quantile (0 ablates).")] = 0.0,
+    level: Annotated[float, typer.Option(parser=finite(0.0, 1.0), help="The tail quantile λ is relative to.")] = 1e-4,
     tokens: Annotated[str, typer.Option(help="prompt, generated or all.")] = "all",
     target: Annotated[str | None, typer.Option(help="Report this next token's log-prob change.")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, max=512)] = 20,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, load
+from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, finite, load
 from neurodbg.errors import NeurodbgError
 
 SMALL_GPU_BATCH = 64   # below this a GPU scan is launch-bound (bench/scan_device_check.py)
@@ -25,11 +25,12 @@ def scan(
     batch_size: Annotated[int, typer.Option(min=1, help="Sequences per forward pass.")] = 8,
     top_k: Annotated[int, typer.Option(min=1, help="Exemplars per neuron and polarity.")] = 20,
     random_k: Annotated[int, typer.Option(min=0, help="Random exemplar sequences.")] = 10,
-    checkpoint_every: Annotated[float, typer.Option(min=0, help="Seconds between checkpoints.")] = 120.0,
+    checkpoint_every: Annotated[float, typer.Option(parser=finite(0.0), help="Seconds between checkpoints.")] = 120.0,
     backend: Annotated[str, typer.Option(help="local or ray.")] = "local",
     workers: Annotated[int, typer.Option(min=1, help="Ray workers (with --backend ray).")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N (statistics live there too).")] = "auto",
-    gpus_per_worker: Annotated[float, typer.Option(min=0, help="GPUs per Ray worker (0: CPU workers).")] = 0.0,
+    gpus_per_worker: Annotated[float, typer.Option(parser=finite(0.0),
+                                                   help="GPUs per Ray worker (0: CPU workers).")] = 0.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Record, for every neuron, its top and bottom exemplars, tail quantiles, moments,

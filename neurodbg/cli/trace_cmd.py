@@ -9,9 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from neurodbg.analyze.top_neurons import Polarity, top_neurons
 from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, load
-from neurodbg.errors import InterventionError, NeuronIndexError
+from neurodbg.errors import InterventionError, NeurodbgError
 from neurodbg.trace.interventions import loads
 
 
@@ -26,30 +25,25 @@ def trace(
     token: Annotated[int, typer.Option(help="Token for the bar chart (negative counts from the end).")] = -1,
     columns: Annotated[int, typer.Option(min=1, help="Neuron columns in a single-site heatmap.")] = 48,
     intervene: Annotated[Path | None, typer.Option(help="JSON file of interventions to apply.")] = None,
+    include_first: Annotated[bool, typer.Option(help="Rank and draw position 0 too (the attention sink, left "
+                                                     "out by default as in an atlas).")] = False,
     chat: Annotated[bool, typer.Option(help="Wrap the prompt in the model's chat template.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Trace PROMPT and show the most active neurons (default: every layer's MLP neurons)."""
-    sites = site or ["layers.*.mlp.act"]
+    from neurodbg.analyze.trace_view import trace_view
+
+    if polarity not in ("pos", "neg", "abs"):
+        raise NeurodbgError(f"unknown polarity {polarity!r}; choose pos, neg or abs")
     interventions = _read_interventions(intervene) if intervene else []
     m = load(model, quiet=json_out)
-    names = [s.name for s in m.resolve(sites)]
-    tr = m.run(prompt, capture=names, interventions=interventions, chat=chat)
-    ids = m.encode(prompt, chat=chat)[0]
-    tokens = m.tokens(ids)
-    result: dict[str, Any] = {"model": m.name, "prompt": prompt, "tokens": tokens, "sites": {}}
-    pol: Polarity = polarity  # type: ignore[assignment]
-    for name in names:
-        acts = tr[name]
-        hits = top_neurons(acts, top, pol)
-        result["sites"][name] = {
-            "shape": list(acts.shape),
-            "top": [{**h.to_dict(), "token": tokens[h.token_index] if h.token_index is not None
-                     and h.token_index < len(tokens) else None} for h in hits]}
+    view = trace_view(m, prompt, site or ["layers.*.mlp.act"], top=top, polarity=polarity,  # type: ignore[arg-type]
+                      include_first=include_first, interventions=interventions, chat=chat)
+    result = view.to_dict()
     if png:
-        result["png"] = str(_heatmap(tr, names, tokens, columns, pol, png))
+        result["png"] = str(view.heatmap(png, columns=columns))
     if bar_png:
-        result["bar_png"] = str(_bars(tr, names[0], tokens, token, bar_png))
+        result["bar_png"] = str(view.bars(bar_png, token=token))
     if json_out:
         emit_json(result)
         return
@@ -59,6 +53,8 @@ def trace(
                  for h in info["top"]]
         table.add_row(name, "  ".join(cells))
     console.print(table, markup=False)
+    if view.note:
+        console.print(view.note, markup=False)
     for key in ("png", "bar_png"):
         if key in result:
             console.print(f"wrote {result[key]}", markup=False)
@@ -70,40 +66,3 @@ def _read_interventions(path: Path) -> list[Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InterventionError(f"cannot read intervention file {path}: {exc}") from None
     return loads(text)
-
-
-def _heatmap(tr: Any, names: list[str], tokens: list[str], columns: int, pol: Polarity, out: Path) -> Path:
-    import torch
-
-    from neurodbg.viz import heatmap
-
-    if len(names) == 1:
-        acts = tr[names[0]][0].float()
-        if acts.dim() != 2:
-            raise InterventionError(f"{names[0]} has shape {tuple(acts.shape)}; a heatmap needs tokens x neurons")
-        score = {"pos": acts, "neg": -acts, "abs": acts.abs()}[pol].amax(0)
-        cols = score.topk(min(columns, score.numel())).indices.sort().values
-        return heatmap(acts[:, cols].numpy(), row_labels=[repr(t)[1:-1] for t in tokens],
-                       col_labels=[f"N{int(c)}" for c in cols], title=f"{names[0]}: top {len(cols)} neurons", path=out)
-    rows = []
-    for name in names:
-        acts = tr[name][0].float()
-        rows.append(acts.amax(0) if acts.dim() == 2 else acts)
-    widths = {r.numel() for r in rows}
-    if len(widths) != 1:
-        raise InterventionError("sites of different widths cannot share a heatmap; pass one --site")
-    grid = torch.stack(rows).numpy()
-    width = grid.shape[1]
-    return heatmap(grid, row_labels=names, col_labels=[f"N{i}" for i in range(width)],
-                   title="max activation over tokens", path=out, ylabel="site")
-
-
-def _bars(tr: Any, name: str, tokens: list[str], token: int, out: Path) -> Path:
-    from neurodbg.viz import bar_chart
-
-    acts = tr[name][0].float()
-    n = acts.shape[0]
-    index = token + n if token < 0 else token
-    if not 0 <= index < n:
-        raise NeuronIndexError(f"token {token} out of range for a prompt of {n} tokens")
-    return bar_chart(acts[index].numpy(), title=f"{name} at token {index} ({tokens[index]!r})", path=out)

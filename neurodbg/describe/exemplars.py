@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from neurodbg.atlas import records
 from neurodbg.atlas.store import AtlasStore
 
 POLARITIES = ("+", "-")
@@ -58,8 +59,7 @@ class ExemplarReader:
         self.store = store
         settings = store.meta().get("settings") or {}
         self.start = 1 if settings.get("skip_first", True) else 0
-        self.sequences = {int(i): np.frombuffer(b, dtype=np.int32)
-                          for i, b in store.conn.execute("SELECT seq_index, ids FROM sequences")}
+        self.sequences = dict(records.sequences(store))
 
     def token_frequencies(self, vocab_size: int) -> np.ndarray:
         """Relative token frequencies over the atlas's stored sequences (the background
@@ -72,9 +72,7 @@ class ExemplarReader:
     def layer(self, layer: int, neurons: set[int] | None = None) -> Iterator[tuple[int, dict[str, list]]]:
         """(neuron, rows by kind) for one layer, in neuron order."""
         rows: dict[int, dict[str, list]] = {}
-        for neuron, kind, rank, seq, acts in self.store.conn.execute(
-                "SELECT neuron, kind, rank, seq_index, acts FROM exemplars WHERE layer = ? ORDER BY neuron, kind, rank",
-                (layer,)):
+        for neuron, kind, rank, seq, acts in records.exemplar_rows(self.store, layer):
             if neurons is None or neuron in neurons:
                 rows.setdefault(neuron, {}).setdefault(kind, []).append((rank, seq, acts))
         yield from sorted(rows.items())
@@ -82,8 +80,7 @@ class ExemplarReader:
     def logit_effects(self, layer: int) -> dict[int, tuple[list, list]]:
         import json
         out = {}
-        for neuron, promoted, suppressed in self.store.conn.execute(
-                "SELECT neuron, promoted, suppressed FROM neurons WHERE layer = ?", (layer,)):
+        for neuron, promoted, suppressed in records.output_token_rows(self.store, layer):
             out[neuron] = (json.loads(promoted) if promoted else [], json.loads(suppressed) if suppressed else [])
         return out
 

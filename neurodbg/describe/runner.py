@@ -8,19 +8,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from neurodbg.atlas.records import require_complete
+from neurodbg.atlas import descriptions, records
 from neurodbg.atlas.store import AtlasStore
-from neurodbg.describe import storage
 from neurodbg.describe.exemplars import POLARITIES, ExemplarReader
+from neurodbg.describe.explainers import LLMOptions
 from neurodbg.describe.explanation import Explainer, Explanation, Simulator
 from neurodbg.describe.scoring import score
 from neurodbg.describe.stat_explainer import Background, build_background
 from neurodbg.errors import NeurodbgError
-from neurodbg.scan.progress import ScanProgress
+from neurodbg.progress import RateProgress
 
 
 @dataclass
@@ -61,26 +62,22 @@ def background(store: AtlasStore, tokenizer: Any, reader: ExemplarReader | None 
     return build_background(reader.token_frequencies(len(tokenizer)), decode, list(reader.sequences.values()))
 
 
-def atlas_layers(store: AtlasStore) -> list[int]:
-    return [int(r[0]) for r in store.conn.execute("SELECT DISTINCT layer FROM neurons ORDER BY layer")]
-
-
 def describe(store: AtlasStore, explainer: Explainer, simulator: Simulator, *, reader: ExemplarReader | None = None,
              layers: Sequence[int] | None = None, neurons: Iterable[int] | None = None,
              polarities: Sequence[str] = POLARITIES, progress: bool = True, chunk: int = 512) -> DescribeSummary:
     """Explain, simulate and score; store every candidate. Returns what this run did."""
-    require_complete(store)
+    records.require_complete(store)
     reader = reader or ExemplarReader(store)
-    available = atlas_layers(store)
+    available = records.layers(store)
     chosen = list(available) if layers is None else list(layers)
     missing = [layer for layer in chosen if layer not in available]
     if missing:
         raise NeurodbgError(f"layers {missing} are not in this atlas (it has {available[0]}-{available[-1]})")
     wanted = None if neurons is None else set(neurons)
-    width = int(store.conn.execute("SELECT MAX(neuron) + 1 FROM neurons").fetchone()[0])
+    width = records.width(store)
     if wanted is not None and (bad := [n for n in wanted if not 0 <= n < width]):
         raise NeurodbgError(f"neuron indices {sorted(bad)[:5]} are out of range (0-{width - 1})")
-    finished = storage.done(store, explainer.name)
+    finished = descriptions.done(store, explainer.name)
     per_layer = width if wanted is None else len(wanted)
     total = len(chosen) * per_layer * len(polarities)
     skipped = sum(1 for key in finished if key[0] in chosen and (wanted is None or key[1] in wanted)
@@ -89,7 +86,7 @@ def describe(store: AtlasStore, explainer: Explainer, simulator: Simulator, *, r
     start = time.perf_counter()
     pending: list[Explanation] = []
     marks: list[tuple[int, int, str]] = []
-    with ScanProgress(progress, f"describe ({explainer.name})", total, done=skipped) as bar:
+    with RateProgress(progress, f"describe ({explainer.name})", total, done=skipped) as bar:
         for layer in chosen:
             effects = reader.logit_effects(layer)
             for neuron, by_kind in reader.layer(layer, wanted):
@@ -108,8 +105,39 @@ def describe(store: AtlasStore, explainer: Explainer, simulator: Simulator, *, r
                     summary.described += 1
                     bar.advance(1)
                     if len(marks) >= chunk:
-                        storage.save(store, pending, marks, explainer.name)
+                        descriptions.save(store, pending, marks, explainer.name)
                         pending, marks = [], []
-        storage.save(store, pending, marks, explainer.name)
+        descriptions.save(store, pending, marks, explainer.name)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def describe_atlas(atlas: str | Path | AtlasStore, explainer: str = "stat", *,
+                   options: LLMOptions | None = None, layers: Sequence[int] | None = None,
+                   neurons: Iterable[int] | None = None, polarities: Sequence[str] = POLARITIES,
+                   embed: bool = True, progress: bool = True) -> dict[str, Any]:
+    """The whole job behind `neurodbg describe`: load the atlas's own model, build the explainer
+    (`stat`, `local:MODEL`, `openai:MODEL`) and its simulator, describe, and embed the new
+    descriptions for search. Returns the run's summary (with `embedded`)."""
+    from neurodbg.atlas.binding import model_for_atlas
+    from neurodbg.describe.explainers import make
+
+    bad = [p for p in polarities if p not in POLARITIES]
+    if bad or not polarities:
+        raise NeurodbgError(f"polarities are + and - (got {bad[0] if bad else 'none'!r})")
+    store = atlas if isinstance(atlas, AtlasStore) else AtlasStore.open(atlas)
+    try:
+        records.require_complete(store)
+        model = model_for_atlas(store, progress=progress)
+        reader = ExemplarReader(store)
+        chosen, simulator = make(explainer, background(store, model.tokenizer, reader), options)
+        data = describe(store, chosen, simulator, reader=reader, layers=layers, neurons=neurons,
+                        polarities=polarities, progress=progress).to_dict()
+        if embed:
+            from neurodbg.search.atlas_search import ensure_embeddings
+
+            data["embedded"] = ensure_embeddings(store, progress=progress)
+        return data
+    finally:
+        if store is not atlas:
+            store.close()

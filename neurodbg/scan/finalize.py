@@ -1,11 +1,10 @@
-"""Turn finished scan statistics into atlas rows, in one SQLite transaction
-(all or nothing: a kill during the write leaves the previous state)."""
+"""Turn finished scan statistics into atlas rows, written by `atlas.writer` in one
+SQLite transaction (all or nothing: a kill during the write leaves the previous state)."""
 
 from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,7 +12,8 @@ import numpy as np
 import torch
 
 from neurodbg.atlas.store import AtlasStore
-from neurodbg.errors import AtlasError, NonFiniteError
+from neurodbg.atlas.writer import AtlasWriter, rewrite
+from neurodbg.errors import NonFiniteError
 from neurodbg.model import Model
 from neurodbg.scan.output_directions import LogitEffects, logit_effects
 from neurodbg.scan.scanner import Scanner
@@ -63,21 +63,15 @@ def write_atlas(store: AtlasStore, scanner: Scanner, model: Model, sequences: It
             seq_rows.append((seq.index, np.asarray(seq.ids, dtype=np.int32).tobytes()))
             if len(seq_rows) == len(wanted):
                 break
-    try:
-        return _write(store, scanner, model, seq_rows, summary, advance)
-    except sqlite3.Error as exc:
-        raise AtlasError(f"could not write the atlas database in {store.directory} ({exc}); the scan is "
-                         f"checkpointed: free space and rerun the same command to finish") from None
+    return _write(store, scanner, model, seq_rows, summary, advance)
 
 
 def _write(store: AtlasStore, scanner: Scanner, model: Model, seq_rows: list[tuple[int, bytes]],
            summary: dict[str, Any], advance: Progress | None) -> int:
     k_logits = scanner.settings.logit_k
     written = 0
-    with store.transaction() as conn:
-        for table in ("neurons", "exemplars", "sequences"):
-            conn.execute(f"DELETE FROM {table}")
-        conn.executemany("INSERT INTO sequences VALUES (?, ?)", seq_rows)
+    with rewrite(store) as out:
+        out.sequences(seq_rows)
         for site in scanner.sites:
             stats = scanner.stats.get(site.name)
             if stats is None:
@@ -86,12 +80,12 @@ def _write(store: AtlasStore, scanner: Scanner, model: Model, seq_rows: list[tup
             effects: LogitEffects | None = None
             if site.name.endswith("mlp.act") and model.adapter is not None and "logits" in model.adapter.sites:
                 effects = logit_effects(model, layer, k_logits)
-            written += _write_site(conn, site.name, layer, stats, effects)
+            written += _write_site(out, site.name, layer, stats, effects)
             if advance:
                 advance(stats.width)
         first = next(iter(scanner.stats.values()), None)
         sources = {f"{q:g}": first.quantile_source(q) for q in scanner.settings.quantiles} if first else {}
-        store.set_meta(conn, status="complete", quantile_sources=sources, **summary)
+        out.meta(status="complete", quantile_sources=sources, **summary)
     return written
 
 
@@ -99,7 +93,7 @@ def _pairs(ids: torch.Tensor, values: torch.Tensor) -> str:
     return json.dumps([[int(i), round(float(v), 4)] for i, v in zip(ids.tolist(), values.tolist(), strict=True)])
 
 
-def _write_site(conn: Any, site: str, layer: int, stats: Any, effects: LogitEffects | None) -> int:
+def _write_site(out: AtlasWriter, site: str, layer: int, stats: Any, effects: LogitEffects | None) -> int:
     mean, std, frac = stats.mean().tolist(), stats.std().tolist(), stats.frac_active().tolist()
     quantiles = {k: v.tolist() for k, v in stats.quantiles().items()}
     hist = stats.hist.to(torch.int32).cpu().numpy()
@@ -127,6 +121,6 @@ def _write_site(conn: Any, site: str, layer: int, stats: Any, effects: LogitEffe
             if seq >= 0:
                 row = rand_acts[rank, n]
                 exemplar_rows.append((layer, n, "r", rank, seq, float(row[start:].max()), row.tobytes()))
-    conn.executemany("INSERT INTO neurons VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", neuron_rows)
-    conn.executemany("INSERT INTO exemplars VALUES (?,?,?,?,?,?,?)", exemplar_rows)
+    out.neurons(neuron_rows)
+    out.exemplars(exemplar_rows)
     return stats.width

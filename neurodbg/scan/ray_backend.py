@@ -20,12 +20,13 @@ from typing import Any
 
 import torch
 
+from neurodbg.atlas import records
 from neurodbg.atlas.store import AtlasStore
 from neurodbg.errors import CorpusError, NeurodbgError
 from neurodbg.model import Model
+from neurodbg.progress import RateProgress
 from neurodbg.scan import checkpoint
 from neurodbg.scan.finalize import write_atlas
-from neurodbg.scan.progress import ScanProgress
 from neurodbg.scan.runner import ScanSummary, batches, claim_atlas, sequence_stream
 from neurodbg.scan.scanner import Scanner
 from neurodbg.scan.settings import ScanSettings
@@ -68,7 +69,8 @@ def scan_on_ray(model_spec: str, model: Model, source: Any, atlas_dir: str | Pat
     except ImportError:
         raise NeurodbgError("the ray backend needs Ray: pip install 'ray>=2.9'") from None
     directory = Path(atlas_dir).expanduser()
-    store, identity, merged = claim_atlas(model, source, directory, settings)
+    claim = claim_atlas(model, source, directory, settings)
+    store, merged = claim.store, claim.scanner
     try:
         if store.status == "complete":
             return _done(store, directory, 0.0)
@@ -76,8 +78,8 @@ def scan_on_ray(model_spec: str, model: Model, source: Any, atlas_dir: str | Pat
             if not stale.name.endswith(f"-of-{workers}.pt"):
                 stale.unlink()
         started = time.perf_counter()
-        states = _run_shards(ray, directory, identity, model_spec, corpus_spec, text_field, settings, workers,
-                             progress, gpus_per_worker)
+        states = _run_shards(ray, directory, claim.identity, claim.accepted, model_spec, corpus_spec, text_field,
+                             settings, workers, progress, gpus_per_worker)
         for state in states:
             part = Scanner(model, settings)
             part.load_state_dict(state)
@@ -87,7 +89,7 @@ def scan_on_ray(model_spec: str, model: Model, source: Any, atlas_dir: str | Pat
         elapsed = time.perf_counter() - started
         summary = {"sequences": merged.sequences, "tokens": merged.sequences * settings.seq_len,
                    "scan_seconds": round(elapsed, 2), "backend": f"ray x{workers}"}
-        with ScanProgress(progress, "writing atlas", sum(s.width for s in merged.stats.values())) as bar:
+        with RateProgress(progress, "writing atlas", sum(s.width for s in merged.stats.values())) as bar:
             write_atlas(store, merged, model, sequence_stream(source, model, settings), summary, bar.advance)
         for shard in range(workers):
             _shard_path(directory, shard, workers).unlink(missing_ok=True)
@@ -96,13 +98,14 @@ def scan_on_ray(model_spec: str, model: Model, source: Any, atlas_dir: str | Pat
         store.close()
 
 
-def _run_shards(ray: Any, directory: Path, identity: dict[str, str], model_spec: str, corpus_spec: str,
+def _run_shards(ray: Any, directory: Path, identity: dict[str, str], accepted: list[dict[str, str]],
+                model_spec: str, corpus_spec: str,
                 text_field: str, settings: ScanSettings, workers: int, progress: bool,
                 gpus: float) -> list[dict[str, Any]]:
     states: dict[int, dict[str, Any]] = {}
     for shard in range(workers):
         saved = checkpoint.load_file(_shard_path(directory, shard, workers))
-        if saved is not None and saved.get("identity") == identity:
+        if saved is not None and saved.get("identity") in accepted:
             states[shard] = saved["scanner"]
     todo = [s for s in range(workers) if s not in states]
     if todo:
@@ -117,7 +120,7 @@ def _run_shards(ray: Any, directory: Path, identity: dict[str, str], model_spec:
             device = "cuda" if gpus > 0 else "cpu"
             pending = {task.remote(model_spec, corpus_spec, text_field, settings.to_dict(), s, workers, threads,
                                    device): s for s in todo}
-            with ScanProgress(progress, f"ray shards ({workers} workers)", workers, unit="shards",
+            with RateProgress(progress, f"ray shards ({workers} workers)", workers, unit="shards",
                               done=workers - len(todo)) as bar:
                 while pending:
                     ready, _ = ray.wait(list(pending), num_returns=1)
@@ -139,7 +142,7 @@ def _run_shards(ray: Any, directory: Path, identity: dict[str, str], model_spec:
 
 def _done(store: AtlasStore, directory: Path, elapsed: float, tokens: int = 0) -> ScanSummary:
     meta = store.meta()
-    neurons = store.conn.execute("SELECT COUNT(*) FROM neurons").fetchone()[0]
+    neurons = records.neuron_count(store)
     return ScanSummary(atlas=str(directory), status=str(meta.get("status")), sequences=int(meta.get("sequences", 0)),
                        tokens=int(meta.get("tokens", 0)), neurons=int(neurons), seconds=round(elapsed, 2),
                        tokens_per_s=round(tokens / elapsed, 1) if elapsed > 0 else 0.0, resumed_from=0)

@@ -20,12 +20,13 @@ from typing import Any
 
 import torch
 
+from neurodbg.atlas import records
 from neurodbg.atlas.store import AtlasStore
 from neurodbg.errors import CorpusError, ScanMemoryError
 from neurodbg.model import Model
+from neurodbg.progress import RateProgress
 from neurodbg.scan import checkpoint
 from neurodbg.scan.finalize import check_finite, write_atlas
-from neurodbg.scan.progress import ScanProgress
 from neurodbg.scan.scanner import Scanner
 from neurodbg.scan.settings import ScanSettings
 
@@ -45,15 +46,32 @@ class ScanSummary:
         return asdict(self)
 
 
-def tokenizer_digest(tokenizer: Any) -> str:
-    vocab = sorted(tokenizer.get_vocab().items())
-    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()
-
-
 def corpus_identity(source: Any, tokenizer: Any, settings: ScanSettings) -> str:
-    parts = {"corpus": source.fingerprint(), "tokenizer": tokenizer_digest(tokenizer),
+    """The sequence stream a scan reads: `corpus_settings_fingerprint` (corpus content and reading
+    settings, the tokenizer's full definition, seq_len, BOS, separator, dedup, chunking rules)."""
+    from neurodbg.corpus import corpus_settings_fingerprint
+
+    return corpus_settings_fingerprint(source, tokenizer, settings.seq_len, settings.bos, settings.dedup)
+
+
+def legacy_corpus_identity(source: Any, tokenizer: Any, settings: ScanSettings) -> str:
+    """The weaker corpus identity that atlases of schema 1 and 2 recorded (no chunking rules'
+    version, separator or tokenizer definition beyond its vocabulary). Only to recognise those
+    atlases and their checkpoints when they are upgraded; never recorded anew."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    parts = {"corpus": source.fingerprint(), "tokenizer": hashlib.sha256(json.dumps(vocab).encode()).hexdigest(),
              "seq_len": settings.seq_len, "bos": settings.bos, "dedup": settings.dedup}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Claim:
+    """An atlas bound to this scan: the open store, the identity checkpoints are saved under, the
+    identities a checkpoint found there may carry, and an empty scanner."""
+    store: AtlasStore
+    identity: dict[str, str]
+    accepted: list[dict[str, str]]
+    scanner: Scanner
 
 
 def sequence_stream(source: Any, model: Model, settings: ScanSettings, *, start: int = 0,
@@ -78,10 +96,8 @@ def batches(stream: Iterator[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def claim_atlas(model: Model, source: Any, directory: Path, settings: ScanSettings
-                ) -> tuple[AtlasStore, dict[str, str], Scanner]:
-    """Open (or create) the atlas and bind it to this model, corpus and settings;
-    refuse a mismatch. Returns the open store, the identity and an empty scanner."""
+def claim_atlas(model: Model, source: Any, directory: Path, settings: ScanSettings) -> Claim:
+    """Open (or create) the atlas and bind it to this model, corpus and settings; refuse a mismatch."""
     if model.tokenizer is None:
         raise CorpusError(f"{model.name} has no tokenizer; a corpus scan needs one")
     scanner = Scanner(model, settings)
@@ -93,11 +109,16 @@ def claim_atlas(model: Model, source: Any, directory: Path, settings: ScanSettin
         store.claim(identity, {"model_name": model.name, "model_source": model.source, "corpus_name": source.name,
                                "settings_name": "scan",
                                "settings": settings.to_dict(), "sites": [s.name for s in scanner.sites],
-                               "hist_edges": settings.hist_edges()})
+                               "hist_edges": settings.hist_edges()},
+                    legacy_corpus=lambda: legacy_corpus_identity(source, model.tokenizer, settings))
+        accepted = [identity]
+        if store.upgraded_identity:     # a checkpoint written before the upgrade carries the old identity
+            accepted.append({**identity,
+                             "corpus_fingerprint": legacy_corpus_identity(source, model.tokenizer, settings)})
     except BaseException:
         store.close()
         raise
-    return store, identity, scanner
+    return Claim(store, identity, accepted, scanner)
 
 
 def scan(model: Model, source: Any, atlas_dir: str | Path, settings: ScanSettings | None = None, *,
@@ -106,12 +127,13 @@ def scan(model: Model, source: Any, atlas_dir: str | Path, settings: ScanSetting
     """Scan `source` (a corpus) with `model` into the atlas at `atlas_dir`."""
     settings = settings or ScanSettings()
     directory = Path(atlas_dir).expanduser()
-    store, identity, scanner = claim_atlas(model, source, directory, settings)
+    claim = claim_atlas(model, source, directory, settings)
+    store, identity, scanner = claim.store, claim.identity, claim.scanner
     try:
         if store.status == "complete":
             return _summary(store, directory, 0.0, 0)
         state = checkpoint.load(directory)
-        if state is not None and state.get("identity") != identity:
+        if state is not None and state.get("identity") not in claim.accepted:
             state = None  # a stale checkpoint from an abandoned scan of this (empty) atlas
         done = False
         if state is not None:
@@ -140,7 +162,7 @@ def scan(model: Model, source: Any, atlas_dir: str | Path, settings: ScanSetting
         tokens = scanner.sequences * settings.seq_len
         summary = {"sequences": scanner.sequences, "tokens": tokens,
                    "scan_seconds": round(elapsed, 2)}
-        with ScanProgress(progress, "writing atlas", sum(s.width for s in scanner.stats.values())) as bar:
+        with RateProgress(progress, "writing atlas", sum(s.width for s in scanner.stats.values())) as bar:
             write_atlas(store, scanner, model, sequence_stream(source, model, settings), summary, bar.advance)
         checkpoint.remove(directory)
         return _summary(store, directory, elapsed, resumed_from)
@@ -170,7 +192,7 @@ def _run(scanner: Scanner, source: Any, model: Model, settings: ScanSettings, di
     total_tokens = None if limit is None else limit * settings.seq_len
     last_save = time.monotonic()
     stream = sequence_stream(source, model, settings, start=scanner.sequences)
-    with ScanProgress(progress, "scanning", total_tokens, unit="tokens",
+    with RateProgress(progress, "scanning", total_tokens, unit="tokens",
                       done=scanner.sequences * settings.seq_len) as bar:
         for n_batch, batch in enumerate(batches(stream, settings.batch_size)):
             scanner.process(batch)
@@ -194,7 +216,7 @@ def _summary(store: AtlasStore, directory: Path, elapsed: float, resumed_from: i
     meta = store.meta()
     sequences = scanner.sequences if scanner else int(meta.get("sequences", 0))
     tokens = scanner.sequences * scanner.settings.seq_len if scanner else int(meta.get("tokens", 0))
-    neurons = store.conn.execute("SELECT COUNT(*) FROM neurons").fetchone()[0]
+    neurons = records.neuron_count(store)
     scanned = tokens - resumed_from * (scanner.settings.seq_len if scanner else 0)
     return ScanSummary(atlas=str(directory), status=status or str(meta.get("status")), sequences=sequences,
                        tokens=tokens, neurons=int(neurons), seconds=round(elapsed, 2),

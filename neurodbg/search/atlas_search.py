@@ -1,18 +1,17 @@
 """Search an atlas's descriptions by meaning.
 
-Each (neuron, polarity) is represented by its description: the best-scored
-candidate. Embeddings are computed once and kept in the database next to the
-text, so later searches only embed the query."""
+Each (neuron, polarity) is represented by its description: the best candidate
+(`atlas.descriptions.best`, the rule every reader shares). Embeddings are
+computed once and kept in the database next to the text, so later searches
+only embed the query."""
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Iterable
 
-import numpy as np
-
+from neurodbg.atlas import descriptions
 from neurodbg.atlas.store import AtlasStore
-from neurodbg.describe import storage
-from neurodbg.errors import AtlasError, NeurodbgError
+from neurodbg.errors import NeurodbgError
 from neurodbg.search.embedder import DIMENSIONS, embed
 from neurodbg.search.index import DescriptionIndex, Hit
 
@@ -30,41 +29,31 @@ def searchable(text: str) -> str:
     return core
 
 
-def ensure_embeddings(store: AtlasStore, *, batch: int = 2048, progress: bool = False) -> int:
-    """Embed every stored description that has no embedding yet; returns how many."""
-    from neurodbg.scan.progress import ScanProgress
+def embed_rows(store: AtlasStore, rows: list[tuple[int, str]], *, batch: int = 2048, progress: bool = False) -> int:
+    """Embed (rowid, text) descriptions and store the vectors; returns how many."""
+    from neurodbg.progress import RateProgress
 
-    rows = store.conn.execute("SELECT rowid, text FROM descriptions WHERE embedding IS NULL").fetchall()
-    with ScanProgress(progress and bool(rows), "embedding descriptions", len(rows), unit="descriptions") as bar:
+    with RateProgress(progress and bool(rows), "embedding descriptions", len(rows), unit="descriptions") as bar:
         for start in range(0, len(rows), batch):
             part = rows[start:start + batch]
             vectors = embed([searchable(text) for _, text in part])
-            try:
-                with store.transaction() as conn:
-                    conn.executemany("UPDATE descriptions SET embedding = ? WHERE rowid = ?",
-                                     [(v.tobytes(), rowid) for (rowid, _), v in zip(part, vectors, strict=True)])
-            except sqlite3.Error as exc:
-                raise AtlasError(f"could not store embeddings in {store.directory}: {exc}") from None
+            descriptions.store_embeddings(store, [(rowid, v) for (rowid, _), v in zip(part, vectors, strict=True)])
             bar.advance(len(part))
     return len(rows)
 
 
+def ensure_embeddings(store: AtlasStore, *, batch: int = 2048, progress: bool = False) -> int:
+    """Embed every stored description that has no embedding yet; returns how many."""
+    return embed_rows(store, descriptions.unembedded(store), batch=batch, progress=progress)
+
+
 def load_index(store: AtlasStore) -> DescriptionIndex:
-    if storage.count(store) == 0:
+    if descriptions.count(store) == 0:
         raise NeurodbgError(f"{store.directory} has no descriptions yet; run `neurodbg describe --atlas "
                             f"{store.directory}` first")
     ensure_embeddings(store)
-    rows = store.conn.execute(
-        "SELECT layer, neuron, polarity, score, text, embedding FROM descriptions "
-        "ORDER BY layer, neuron, polarity, score IS NULL, score DESC, explainer, candidate").fetchall()
-    best: list[tuple] = []
-    for row in rows:
-        if not best or best[-1][:3] != row[:3]:
-            best.append(row)
-    vectors = np.frombuffer(b"".join(r[5] for r in best), dtype=np.float32).reshape(len(best), DIMENSIONS)
-    return DescriptionIndex(
-        vectors, np.array([r[0] for r in best]), np.array([r[1] for r in best]), np.array([r[2] for r in best]),
-        np.array([np.nan if r[3] is None else r[3] for r in best], dtype=np.float64), [r[4] for r in best])
+    found = descriptions.best_embeddings(store, DIMENSIONS)
+    return DescriptionIndex(found.vectors, found.layers, found.neurons, found.polarities, found.scores, found.texts)
 
 
 class AtlasSearch:
@@ -73,8 +62,9 @@ class AtlasSearch:
     def __init__(self, store: AtlasStore) -> None:
         self.index = load_index(store)
 
-    def search(self, query: str, k: int = 50, *, layers: tuple[int, int] | None = None,
+    def search(self, query: str, k: int = 50, *, layers: Iterable[int] | None = None,
                polarity: str | None = None, min_score: float | None = None) -> list[Hit]:
+        """`layers`: only these layers (any collection of layer indices, e.g. `[1, 5, 9]` or `range(3, 8)`)."""
         if not query.strip():
             raise NeurodbgError("the search query is empty")
         return self.index.search(embed([query])[0], k, layers=layers, polarity=polarity, min_score=min_score)

@@ -6,6 +6,7 @@ nearest-neighbour structure to tune or distrust)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +45,9 @@ class DescriptionIndex:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def search(self, query: np.ndarray, k: int = 50, *, layers: tuple[int, int] | None = None,
+    def search(self, query: np.ndarray, k: int = 50, *, layers: Iterable[int] | None = None,
                polarity: str | None = None, min_score: float | None = None) -> list[Hit]:
+        """The k most similar descriptions; `layers` keeps only those layer indices (a list, set or range)."""
         if k <= 0:
             raise NeurodbgError(f"k must be positive (got {k})")
         if polarity not in (None, "+", "-"):
@@ -53,7 +55,7 @@ class DescriptionIndex:
         sims = self.vectors @ np.asarray(query, dtype=np.float32).reshape(-1)
         mask = None
         if layers is not None:
-            mask = (self.layers >= layers[0]) & (self.layers <= layers[1])
+            mask = np.isin(self.layers, np.fromiter(layers, dtype=np.int64))
         if polarity is not None:
             m = self.positive if polarity == "+" else ~self.positive
             mask = m if mask is None else mask & m

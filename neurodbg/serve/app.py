@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -31,6 +32,18 @@ from neurodbg.serve.streams import Cancelled, Emit, Workers, ndjson
 from neurodbg.trace.interventions import dumps, parse_interventions
 
 log = logging.getLogger("neurodbg.serve")
+
+
+def finite(value: Any) -> Any:
+    """`value` with every non-finite float spelled as a string: JSON has no NaN or Infinity, and an
+    error that echoes the request's own input must still be valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 STATIC = files("neurodbg.serve") / "static"
 
 
@@ -59,8 +72,8 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
         detail = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
         if first.get("type") == "json_invalid":
             detail = f"malformed JSON: {first.get('ctx', {}).get('error', 'cannot parse the body')}"
-        return JSONResponse({"detail": detail,
-                             "errors": jsonable_encoder(errors, custom_encoder={Exception: str})}, status_code=422)
+        echoed = finite(jsonable_encoder(errors, custom_encoder={Exception: str}))
+        return JSONResponse({"detail": detail, "errors": echoed}, status_code=422)
 
     # -- helpers ------------------------------------------------------------------------------
     def prompt_of(given: schemas.PromptInput) -> Prompt:
@@ -188,12 +201,12 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
                    polarity: str | None = Query(None, pattern=r"^[+-]$"),
                    layer_min: int | None = Query(None, ge=0, le=1000),
                    layer_max: int | None = Query(None, ge=0, le=1000),
-                   min_score: float | None = Query(None, ge=-1, le=1)) -> dict[str, Any]:
+                   min_score: float | None = Query(None, ge=-1, le=1, allow_inf_nan=False)) -> dict[str, Any]:
         """Neurons whose descriptions mean what the query says."""
         at_most("k", k, limits.max_results)
         layers = None
         if layer_min is not None or layer_max is not None:
-            layers = (layer_min or 0, layer_max if layer_max is not None else 10_000)
+            layers = range(layer_min or 0, (layer_max if layer_max is not None else 1000) + 1)
         with gate.atlas():
             hits = monitor.search(q, k, layers=layers, polarity=polarity, min_score=min_score)
         return {"query": q, "hits": [h.to_dict() for h in hits]}
@@ -220,8 +233,7 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
             prompt = prompt_of(body.input)
             interventions = (monitor.steering(body.spec) if body.spec is not None
                              else parse_interventions(body.interventions))
-            for edit in interventions:
-                model.resolve(edit.site)
+            monitor.check(prompt, interventions)      # refused now with a 4xx, not inside the stream
 
         def job(emit: Emit, cancelled: Any) -> None:
             def progress(stage: str, done: int) -> None:
@@ -242,9 +254,8 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
         with gate.model():
             prompt = prompt_of(body.input)
             target = target_of(body.target, body.target_id)
-            layers, grid = monitor.lens_view(prompt, position=body.position, target=target, k=body.k)
-        return {"position": prompt.position(body.position), "layers": [layer.to_dict() for layer in layers],
-                "grid": grid.to_dict()}
+            report = monitor.lens_view(prompt, position=body.position, target=target, k=body.k)
+        return report.to_dict()
 
     @app.post("/api/attention")
     def post_attention(body: schemas.AttentionRequest) -> dict[str, Any]:

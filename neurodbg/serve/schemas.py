@@ -14,7 +14,8 @@ CAPS = Limits()
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Python's JSON reads NaN, Infinity and -Infinity; no field of any request may hold one
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Message(Strict):

@@ -20,7 +20,8 @@ Values = float | list[float]
 
 
 class _Base(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # non-finite numbers (JSON's NaN / Infinity, which Python's json reads) are refused everywhere
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     site: str = Field(min_length=1)
     neurons: list[Annotated[int, Field(ge=0)]] | None = None
@@ -78,7 +79,7 @@ SPEC_VERSION: Literal[1] = 1
 class InterventionSpec(BaseModel):
     """A saved list of interventions: the file format of `--intervene`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     version: Literal[1] = SPEC_VERSION
     interventions: list[Intervention] = Field(default_factory=list)
@@ -88,7 +89,9 @@ _LIST = TypeAdapter(list[Intervention])
 
 
 def _one_line(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # a number that is NaN or infinite fails every branch of `float | list[float]`; name the real cause
+    err = next((e for e in errors if e["type"] == "finite_number"), errors[0])
     where = ".".join(str(p) for p in err["loc"]) or "top level"
     more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
     return f"invalid intervention at {where}: {err['msg']}{more}"

@@ -1,11 +1,14 @@
 """Writes the schema-2 atlases of this directory; run at commit a110a2e (see README.md)."""
-import sys, shutil
+# ruff: noqa: E402
+import shutil
+import sys
+
 sys.path.insert(0, "tests")
-from pathlib import Path
+from legacy_fixture import CORPUS, DATA, legacy_model, legacy_settings
+
 import neurodbg
-from neurodbg.corpus import open_corpus, corpus_stats
+from neurodbg.corpus import corpus_stats, open_corpus
 from neurodbg.scan import scan
-from legacy_fixture import DATA, CORPUS, legacy_model, legacy_settings
 
 tok = neurodbg.load_model("default", progress=False).tokenizer
 model = legacy_model(tok)
@@ -22,11 +25,13 @@ from neurodbg.atlas import AtlasStore
 from neurodbg.describe.exemplars import ExemplarReader
 from neurodbg.describe.explainers import make
 from neurodbg.describe.runner import background, describe
+
 store = AtlasStore.open(DATA / "complete")
 reader = ExemplarReader(store)
 explainer, simulator = make("stat", background(store, tok, reader))
 print(describe(store, explainer, simulator, reader=reader, progress=False))
 from neurodbg.search.atlas_search import ensure_embeddings
+
 print(ensure_embeddings(store))
 store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 store.close()
