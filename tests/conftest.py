@@ -40,12 +40,14 @@ def described_atlas(small_atlas: Path, default_model) -> Path:
     from neurodbg.describe.exemplars import ExemplarReader
     from neurodbg.describe.explainers import make
     from neurodbg.describe.runner import background, describe
+    from neurodbg.search.atlas_search import ensure_embeddings
 
     store = AtlasStore.open(small_atlas)
     reader = ExemplarReader(store)
     explainer, simulator = make("stat", background(store, default_model.tokenizer, reader))
     summary = describe(store, explainer, simulator, reader=reader, progress=False)
     assert summary.described == 2 * 1536 * 2 and summary.skipped == 0
+    ensure_embeddings(store)      # once here, not in every copy and process that searches it
     store.close()
     return small_atlas
 

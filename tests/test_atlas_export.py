@@ -141,20 +141,45 @@ def test_tokens_field_decodes_every_exemplar_token(store: AtlasStore, default_mo
                           np.array(line["exemplars"]["top"][0]["acts"], np.float16))
 
 
-def test_memory_is_that_of_one_layer(store: AtlasStore) -> None:
-    """Exporting two layers peaks no higher than exporting one: nothing accumulates across layers."""
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory: pytest.TempPathFactory) -> AtlasStore:
+    """A synthetic complete atlas of 4 layers x 200 neurons (16 exemplars of 64 tokens each),
+    written through the atlas's own writer: many layers, each small, so a streaming export's
+    memory can be compared across layer counts quickly."""
+    from neurodbg.atlas.writer import rewrite
+
+    rng = np.random.default_rng(0)
+    store = AtlasStore.open(tmp_path_factory.mktemp("wide") / "atlas", create=True)
+    seqs = [(i, rng.integers(0, 49152, 64, dtype=np.int32).tobytes()) for i in range(400)]
+    with rewrite(store) as out:
+        out.sequences(seqs)
+        for layer in range(4):
+            out.neurons([(layer, n, f"layers.{layer}.mlp.act", 1000, 0.0, 1.0, 0.5, 3.0, -3.0,
+                          json.dumps({"+0.001": 2.5, "-0.001": -2.5}), np.zeros(128, np.int32).tobytes(), None, None)
+                         for n in range(200)])
+            out.exemplars([(layer, n, "+", r, int(rng.integers(0, 400)), 1.0,
+                            rng.standard_normal(64).astype(np.float16).tobytes())
+                           for n in range(200) for r in range(16)])
+        out.meta(status="complete")
+    return store
+
+
+def test_memory_is_that_of_one_layer(wide: AtlasStore) -> None:
+    """Exporting four layers peaks no higher than exporting one: nothing accumulates across layers
+    (the export that built the whole atlas in memory first held ~4x the data)."""
     def peak(layers: list[int]) -> int:
         sink = open(os.devnull, "w")  # noqa: SIM115
         tracemalloc.start()
         try:
-            write_json_lines(store, sink, export_lib.select(store, layers))
+            write_json_lines(wide, sink, export_lib.select(wide, layers))
             return tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
             sink.close()
 
-    one, two = peak([0]), peak([0, 1])
-    assert two < 1.3 * one, (one, two)
+    one, four = peak([0]), peak(list(range(4)))
+    per_layer = 200 * 16 * 64 * 8          # a layer's activations as JSON text, at least
+    assert four < one + per_layer / 2, (one, four)
 
 
 def test_cli_streams_to_stdout_and_files(described_atlas: Path, lines: list[dict], tmp_path: Path) -> None:

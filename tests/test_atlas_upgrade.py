@@ -91,6 +91,21 @@ def test_the_next_scan_confirms_the_legacy_identity_and_rebinds_it(model, tmp_pa
         scan(model, source, atlas, legacy_settings(bos=True), progress=False)
 
 
+def test_a_change_of_chunking_rules_is_a_different_corpus(model, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the schema-2 identity missed: new chunking rules (or separator, or tokenizer definition)
+    make another sequence stream, so neither the atlas nor its checkpoint may be reused."""
+    import neurodbg.corpus.fingerprint as fingerprint
+
+    partial = _copy("partial", tmp_path)
+    source = open_corpus(str(CORPUS))
+    first = scan(model, source, partial, legacy_settings(), progress=False, stop_after_batches=1)
+    assert first.status == "partial" and first.resumed_from == 8
+    monkeypatch.setattr(fingerprint, "CHUNKING_VERSION", fingerprint.CHUNKING_VERSION + 1)
+    with pytest.raises(AtlasMismatchError, match="different corpus"):
+        scan(model, source, partial, legacy_settings(), progress=False)
+
+
 def test_a_legacy_atlas_refuses_another_corpus_before_writing(model, tmp_path: Path) -> None:
     atlas = _copy("complete", tmp_path)
     other = tmp_path / "other.jsonl"

@@ -44,8 +44,8 @@ def _scan(model_dir: Path, corpus: Path, atlas: Path, *extra: str, **kw) -> subp
 
 
 def _export(atlas: Path) -> dict:
-    out = subprocess.run([NEURODBG, "atlas", "export", "--atlas", str(atlas)], capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([NEURODBG, "atlas", "export", "--json", "--atlas", str(atlas)], capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     data["meta"].pop("scan_seconds", None)
@@ -130,7 +130,13 @@ def test_atlas_commands(parts) -> None:
     one = subprocess.run([NEURODBG, "atlas", "neuron", "L1/N5", "--atlas", str(tmp / "reference"), "--json"],
                          capture_output=True, text=True, timeout=120)
     rec = json.loads(one.stdout)
-    assert rec == next(n for n in reference["neurons"] if n["id"] == "L1/N5")
+    exported = next(n for n in reference["neurons"] if n["id"] == "L1/N5")      # the export's record of it
+    for key in ("site", "n_tokens", "mean", "std", "frac_active", "max_value", "min_value", "quantiles", "hist"):
+        assert rec[key] == exported[key], key
+    assert rec["promoted"] == [[p["id"], p["logit"]] for p in exported["promoted"]]
+    for kind, name in (("+", "top"), ("-", "bottom"), ("r", "random")):
+        assert [(e["rank"], e["seq_index"], e["value"], e["token_ids"]) for e in rec["exemplars"][kind]] == \
+               [(e["rank"], e["seq_index"], e["value"], e["token_ids"]) for e in exported["exemplars"][name]]
     bad = subprocess.run([NEURODBG, "atlas", "neuron", "L9/N5", "--atlas", str(tmp / "reference")],
                          capture_output=True, text=True, timeout=120)
     assert "no neuron L9/N5" in _one_error_line(bad)

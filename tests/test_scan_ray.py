@@ -42,7 +42,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _export(atlas: Path) -> dict:
-    out = subprocess.run([NEURODBG, "atlas", "export", "--atlas", str(atlas)], capture_output=True, text=True,
+    out = subprocess.run([NEURODBG, "atlas", "export", "--json", "--atlas", str(atlas)], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
