@@ -1,12 +1,14 @@
 """neurodbg: a debugger and microscope for neural networks."""
 
 from neurodbg.errors import (
+    BreakpointHit,
     ConfigError,
     InterventionError,
     ModelLoadError,
     NeurodbgError,
     NeuronIndexError,
     PromptError,
+    RunError,
     UnknownSiteError,
     UnsupportedArchitectureError,
 )
@@ -22,6 +24,7 @@ from neurodbg.trace import (
     SetValue,
     Trace,
 )
+from neurodbg.train import replay, watch
 
 __version__ = "0.1.0"
 
@@ -36,7 +39,7 @@ def wrap(module: object, tokenizer: object = None) -> Model:
 
 
 __all__ = [
-    "Ablate", "Add", "AddVector", "ConfigError", "InterventionError", "InterventionSpec", "Model",
-    "ModelLoadError", "NeurodbgError", "NeuronIndexError", "Patch", "PromptError", "Scale", "SetValue",
-    "Trace", "UnknownSiteError", "UnsupportedArchitectureError", "load_model", "wrap",
+    "Ablate", "Add", "AddVector", "BreakpointHit", "ConfigError", "InterventionError", "InterventionSpec", "Model",
+    "ModelLoadError", "NeurodbgError", "NeuronIndexError", "Patch", "PromptError", "RunError", "Scale", "SetValue",
+    "Trace", "UnknownSiteError", "UnsupportedArchitectureError", "load_model", "replay", "watch", "wrap",
 ]

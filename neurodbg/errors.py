@@ -62,3 +62,16 @@ class CorpusError(NeurodbgError):
 
 class ExplainerError(NeurodbgError):
     """An explainer backend failed: unreachable endpoint, timeout, or an answer that is not usable."""
+
+
+class RunError(NeurodbgError):
+    """A training run directory is missing, another program's, corrupt, or cannot be written; or a
+    watch was set up wrongly (no parameters, unknown site, bad breakpoint)."""
+
+
+class BreakpointHit(NeurodbgError):
+    """A training breakpoint held: the run stopped at this step (`hit` says which, where and why)."""
+
+    def __init__(self, message: str, hit: object = None) -> None:
+        super().__init__(message)
+        self.hit = hit

@@ -15,6 +15,7 @@ from neurodbg.cli import (
     lens_cmd,
     models_cmd,
     monitor_cmd,
+    runs_cmd,
     scan_cmd,
     serve_cmd,
     trace_cmd,
@@ -39,6 +40,7 @@ app.command("serve")(serve_cmd.serve)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(corpus_cmd.app, name="corpus")
 app.add_typer(atlas_cmd.app, name="atlas")
+app.add_typer(runs_cmd.app, name="runs")
 
 EXIT_BAD_INPUT = 2
 

@@ -1,0 +1,458 @@
+"""`neurodbg.watch`: record a training run without changing it.
+
+    with neurodbg.watch(model, optimizer, run="runs/mlp", break_on=["nonfinite"]) as w:
+        for x, y in batches:
+            loss = F.cross_entropy(model(x), y)
+            w.log(loss=loss)                 # before backward: a loss breakpoint then stops before the update
+            optimizer.zero_grad(); loss.backward(); optimizer.step()
+        w.log(val_loss=..., val_acc=...)
+
+A step ends with `optimizer.step()` (the watcher hooks it; without an optimizer the
+loop calls `w.step_done()`). On every `every`-th step it records the learning rates,
+the global gradient norm and each parameter tensor's gradient norm, and per watched
+site the activation statistics of `site_stats`; every `weights_every`-th step (10,
+or `every` when larger; every recorded step of the first 50) also each tensor's
+weight norm and update-to-weight ratio
+‖Δw‖/‖w‖ (they move slowly, and the ratio needs a copy of the weights). Losses are
+kept for every step. Rows are buffered and appended to the run's database every
+`flush_every` steps or `flush_seconds`.
+
+The watcher observes only: its hooks return nothing and never touch the tensors they
+read, so a watched run is bit-identical to an unwatched one (tested). Its memory is
+one copy of the parameters (for ‖Δw‖, on recorded steps), a few numbers per site and
+per parameter for the current step, and the rows not yet flushed: it does not grow
+with the steps. If its own storage fails it warns once and stops recording, unless
+breakpoints were asked for (they need the run directory): then it raises `RunError`."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from neurodbg.errors import BreakpointHit, RunError
+from neurodbg.model import Model
+from neurodbg.sites.site import Site
+from neurodbg.train.breakpoints import BreakOn, Hit, parse_break_on, save_snapshot
+from neurodbg.train.run_store import RunStore, ScalarRow
+from neurodbg.train.run_writer import RawStep, RunWriter, SiteFigures, step_rows
+from neurodbg.train.site_stats import (
+    NONNEGATIVE,
+    RECTIFIERS,
+    SQUASHERS,
+    Kind,
+    StepSums,
+    kind_of,
+    read_step,
+)
+
+DENSE_START = 50       # steps whose weight norms and update ratios are recorded whenever the step is
+SKIPPED_LEAVES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten,
+                  nn.Unflatten)
+
+
+def default_sites(model: Model) -> list[str]:
+    """Every layer's output. Where an adapter names them: each layer's neurons (`mlp.act`) and its
+    residual output (`resid_out`). Any other module: the output of every activation module (what a
+    layer hands on; dead and saturated units show there) and of the last module with parameters (the
+    model's output); a model with no activation modules (functional activations): every leaf module
+    but dropout, identity and reshapes."""
+    if model.adapter is not None:
+        names = [s.name for s in model.resolve("layers.*.resid_out")]
+        acts = [s.name for s in model.resolve("layers.*.mlp.act")] if "layers.0.mlp.act" in model.adapter.sites \
+            else []
+        return [name for pair in zip(acts, names, strict=False) for name in pair] or names
+    leaves = [(name, module) for name, module in model.module.named_modules()
+              if name and not any(True for _ in module.children()) and not isinstance(module, SKIPPED_LEAVES)]
+    activations = {name for name, module in leaves if isinstance(module, RECTIFIERS + SQUASHERS)}
+    weighted = [name for name, module in leaves if any(True for _ in module.parameters(recurse=False))]
+    if not activations:
+        return [f"{name}:output" for name, _ in leaves]
+    chosen = activations | set(weighted[-1:])
+    return [f"{name}:output" for name, _ in leaves if name in chosen]
+
+
+class Watcher:
+    def __init__(self, model: nn.Module | Model, optimizer: torch.optim.Optimizer | None = None, *,
+                 run: str | Path, every: int = 1, sites: Iterable[str] | None = None,
+                 break_on: str | Iterable[str] | BreakOn | None = None,
+                 on_break: Callable[[Hit], Any] | None = None, flush_every: int = 50, flush_seconds: float = 5.0,
+                 weights_every: int = 10, resume: bool = False) -> None:
+        self.model = model if isinstance(model, Model) else Model(model)
+        module = self.model.module
+        self.optimizer = optimizer
+        if every < 1:
+            raise RunError(f"every must be at least 1 (got {every})")
+        self.every, self.flush_every, self.flush_seconds = every, max(1, flush_every), flush_seconds
+        # weight norms and update ratios move slowly and cost a copy of the weights: every 10th step
+        # (or every recorded step when those are rarer), and every recorded step of the first 50, where
+        # a learning rate far too high wrecks the weights within a few steps
+        self.weights_every = max(every, weights_every)
+        self.params = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+        if not self.params:
+            raise RunError(f"{type(module).__name__} has no trainable parameters: there is no training to watch")
+        self.break_on = parse_break_on(break_on)
+        self.on_break = on_break
+        names = list(sites) if sites is not None else default_sites(self.model)
+        resolved = self.model.resolve(names) if names else []
+        self.sites: list[Site] = resolved
+        modules = dict(module.named_modules())
+        self.kinds: dict[str, Kind] = {s.name: kind_of(modules[s.module_path], s.name) for s in resolved}
+        self.store = RunStore.open(run, create=True)
+        last = self.store.last_step()
+        if last is not None and not resume:
+            self.store.close()
+            raise RunError(f"run {self.store.directory} already holds {last + 1} steps; use another directory "
+                           f"(or resume=True to continue it)")
+        self.step = 0 if last is None else last + 1
+        self._site_handles: list[RemovableHandle] = []
+        self._handles: list[RemovableHandle] = []
+        self._sums = {s.name: StepSums(self.kinds[s.name], isinstance(modules[s.module_path], NONNEGATIVE)
+                                       and s.port == "output") for s in resolved}
+        self._order: list[str] = []
+        self._batch: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        self._extra: tuple[Any, ...] = ()
+        self._in_step = False
+        self._root_handle: RemovableHandle | None = None
+        self._loss_before_update = True      # what the loop does, learned on steps the root hook sees
+        self._snapshot: list[torch.Tensor] | None = None
+        self._buffer: tuple[list[RawStep], list[ScalarRow]] = ([], [])
+        self._last_flush = time.monotonic()
+        self.recording = True
+        self.hit: Hit | None = None
+        self._writer: RunWriter | None = None
+        self.store.set_meta(model=type(module).__name__, parameters=sum(p.numel() for _, p in self.params),
+                            sites=[s.name for s in self.sites], every=every, status="running",
+                            break_on=self.break_on.__dict__, started=time.time(),
+                            optimizer=type(optimizer).__name__ if optimizer is not None else None,
+                            parameter_order=[name for name, _ in self.params])
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> Watcher:
+        self._writer = RunWriter(self.store)
+        if self.optimizer is not None:
+            self._handles.append(self.optimizer.register_step_pre_hook(lambda *_: self._end_of_step()))
+            self._handles.append(self.optimizer.register_step_post_hook(lambda *_: self._after_update()))
+        self._arm()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close("broken" if isinstance(exc, BreakpointHit) else "finished" if exc is None else "failed")
+
+    def close(self, status: str = "finished") -> None:
+        for handle in self._handles + self._site_handles + ([self._root_handle] if self._root_handle else []):
+            handle.remove()
+        self._handles, self._site_handles, self._root_handle = [], [], None
+        self._flush(final=True, status=status)
+        if self._writer is not None:
+            self._writer.close()
+            if self._writer.error is not None:
+                self._storage_failed(self._writer.error, raising=False)
+            self._writer = None
+        self.store.close()
+
+    # -- what the loop calls ------------------------------------------------------------------
+    def log(self, **values: float | torch.Tensor) -> None:
+        """Scalars of the current step (`loss=…` before `optimizer.step()`, or of the step just taken when
+        logged after it), or validation figures (`val_loss=…, val_acc=…`)."""
+        seen = self._root_handle is not None         # does the root hook tell whether a step is under way?
+        for key, raw in values.items():
+            value = float(raw.detach().float().item()) if isinstance(raw, torch.Tensor) else float(raw)
+            if key == "loss" and seen:
+                self._loss_before_update = self._in_step
+            in_step = self._in_step if seen else (key == "loss" and self._loss_before_update)
+            step = max(self.step if in_step else self.step - 1, 0)
+            self._buffer[1].append((step, key, value if math.isfinite(value) else None))
+            if key == "loss":
+                self._check_loss(value, step, after=not in_step)
+
+    def batch(self, *tensors: Any) -> None:
+        """The whole batch of this step (inputs and targets, e.g. `w.batch(x, y)`): a breakpoint saves it
+        with its snapshot, so `replay` can recompute the loss. Without it only the model's inputs are
+        saved (enough when the targets go into the model, as with Hugging Face models)."""
+        self._extra = tensors
+
+    def flush(self) -> None:
+        """Write everything recorded so far and wait until it is on disk (readers then see it)."""
+        if self._writer is None:          # closed, or never entered: nothing is pending
+            return
+        self._flush()
+        try:
+            self._writer.drain()
+        except Exception as exc:
+            self._storage_failed(exc, raising=True)
+
+    def step_done(self) -> None:
+        """End a step by hand (for loops without an optimizer the watcher can hook)."""
+        self._end_of_step()
+        self._after_update()
+
+    # -- hooks --------------------------------------------------------------------------------
+    def _recorded(self) -> bool:
+        return self.recording and self.step % self.every == 0
+
+    def _arm(self) -> None:
+        """Hooks exist only during recorded steps (and, for breakpoints, on every step, to keep each
+        step's batch): other steps run the bare model."""
+        root = self._recorded() or self.break_on.any
+        if root and self._root_handle is None:
+            self._root_handle = self.model.module.register_forward_pre_hook(self._on_forward, with_kwargs=True)
+        elif not root and self._root_handle is not None:
+            self._root_handle.remove()
+            self._root_handle = None
+        want = self._recorded() and bool(self.sites)
+        if want and not self._site_handles:
+            modules = dict(self.model.module.named_modules())
+            for site in self.sites:
+                module = modules[site.module_path]
+                if site.port == "output":
+                    self._site_handles.append(module.register_forward_hook(self._site_hook(site)))
+                else:
+                    self._site_handles.append(module.register_forward_pre_hook(self._site_input_hook(site)))
+        elif not want and self._site_handles:
+            for handle in self._site_handles:
+                handle.remove()
+            self._site_handles = []
+
+    def _on_forward(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if torch.is_grad_enabled():              # a training forward (evaluation runs under no_grad)
+            self._in_step = True
+            self._batch = (args, kwargs)
+
+    def _site_hook(self, site: Site) -> Callable[..., None]:
+        from neurodbg.trace.tracer import _element
+
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if torch.is_grad_enabled():
+                self._accumulate(site.name, _element(output, site))
+        return hook
+
+    def _site_input_hook(self, site: Site) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            if torch.is_grad_enabled() and site.index < len(args) and isinstance(args[site.index], torch.Tensor):
+                self._accumulate(site.name, args[site.index])
+        return hook
+
+    def _accumulate(self, name: str, value: torch.Tensor) -> None:
+        sums = self._sums[name]
+        if not sums.calls:
+            self._order.append(name)
+        sums.add(value)
+
+    # -- the end of a step ----------------------------------------------------------------------
+    def _grads(self) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
+        names: list[str] = []
+        params: list[torch.Tensor] = []
+        grads: list[torch.Tensor] = []
+        for name, p in self.params:
+            if p.grad is not None:
+                names.append(name)
+                params.append(p)
+                grads.append(p.grad)
+        return names, params, grads
+
+    def _end_of_step(self) -> None:
+        """Before the optimizer applies the step: gradient figures, breakpoints, the weights' copy."""
+        recorded = self._recorded()
+        if not recorded and not self.break_on.any:
+            return
+        names, params, grads = self._grads()
+        norms: list[float] = []
+        global_norm = None
+        if grads and (recorded or self.break_on.any):
+            norms = _norms(grads)
+            global_norm = math.sqrt(math.fsum(n * n for n in norms))
+        if self.break_on.any:
+            self._check_step(names, norms, global_norm)
+        weights: list[float] = []
+        if recorded and params and (self.step < DENSE_START or self.step % self.weights_every == 0):
+            weights = _norms(params)
+            if self.optimizer is not None:
+                with torch.no_grad():
+                    if self._snapshot is None or len(self._snapshot) != len(params):
+                        self._snapshot = [torch.empty_like(p) for p in params]
+                    torch._foreach_copy_(self._snapshot, params)
+        if recorded:
+            self._step_figures = (names, params, norms, weights, global_norm)
+
+    def _after_update(self) -> None:
+        """After the optimizer's update: update ratios, the step's rows, the next step."""
+        was_recorded = self._recorded()
+        if was_recorded and hasattr(self, "_step_figures"):
+            self._record_step()
+        if self._order:
+            for name in self._order:
+                self._sums[name].reset()
+            self._order = []
+        self._in_step = False
+        self._extra = ()
+        self.step += 1
+        if self.recording:
+            if was_recorded or self._recorded():
+                self._arm()
+            if len(self._buffer[0]) >= self.flush_every or (self._buffer[1] and time.monotonic() - self._last_flush
+                                                            >= self.flush_seconds):
+                self._flush()
+
+    def _record_step(self) -> None:
+        """Keep the step's figures as they are; the writer thread turns them into rows (`step_rows`)."""
+        names, params, gnorms, wnorms, global_norm = self._step_figures
+        del self._step_figures
+        deltas: list[float] = []
+        if wnorms and self._snapshot is not None and self.optimizer is not None:
+            with torch.no_grad():
+                deltas = _norms(torch._foreach_sub(params, self._snapshot))
+        lrs = [float(group.get("lr", math.nan)) for group in self.optimizer.param_groups] \
+            if self.optimizer is not None else []
+        sites: list[SiteFigures] = []
+        if self._order:
+            sums = [self._sums[n] for n in self._order]
+            for name, one, (total, squares, count, fired, saturated) in zip(self._order, sums, read_step(sums),
+                                                                           strict=True):
+                bad = 0
+                if not (math.isfinite(total) and math.isfinite(squares)):
+                    bad = one.nonfinite()
+                    if bad == 0:                 # huge but finite values overflowed the float32 sums
+                        total, squares = one.exact()
+                sites.append((name, self.kinds[name], total, squares, count, fired, saturated, bad, one.units))
+        self._buffer[0].append(RawStep(self.step, time.time(), global_norm, names, gnorms, wnorms, deltas, lrs,
+                                       sites))
+
+    # -- breakpoints --------------------------------------------------------------------------
+    def _check_loss(self, value: float, step: int, *, after: bool) -> None:
+        rule = self.break_on
+        if rule.nonfinite and not math.isfinite(value):
+            self._hit(Hit(step, "nonfinite_loss", None, f"the loss is {value}"), after=after)
+        elif rule.loss is not None and value > rule.loss:
+            self._hit(Hit(step, "loss", None, f"the loss {value:.6g} is above {rule.loss:g}"), after=after)
+
+    def _check_step(self, names: list[str], norms: list[float], global_norm: float | None) -> None:
+        rule = self.break_on
+        if rule.nonfinite:
+            bad_site = self._first_bad_site()
+            if bad_site is not None:
+                self._hit(Hit(self.step, "nonfinite_activation", bad_site, "non-finite activations"))
+            if global_norm is not None and not math.isfinite(global_norm):
+                first = next(n for n, x in zip(names, norms, strict=True) if not math.isfinite(x))
+                module = self._diagnostic_forward() or first.rsplit(".", 1)[0]
+                self._hit(Hit(self.step, "nonfinite_gradient", module,
+                              f"non-finite gradients (first parameter: {first})"))
+        if rule.grad_norm is not None and global_norm is not None and global_norm > rule.grad_norm:
+            self._hit(Hit(self.step, "grad_norm", None,
+                          f"the gradient norm {global_norm:.6g} is above {rule.grad_norm:g}"))
+
+    def _first_bad_site(self) -> str | None:
+        """The first site, in forward order, with a NaN or infinity in its output this step."""
+        if not self._order:
+            return None
+        figures = read_step([self._sums[n] for n in self._order])
+        return next((name for name, (total, squares, *_) in zip(self._order, figures, strict=True)
+                     if not (math.isfinite(total) and math.isfinite(squares)) and self._sums[name].nonfinite()), None)
+
+    def _diagnostic_forward(self) -> str | None:
+        """On a step that was not recorded, run its batch once more (no gradients) with every site
+        hooked, to name the first one whose output is not finite."""
+        if self._batch is None or not self.sites:
+            return None
+        seen: list[str] = []
+        handles = []
+        modules = dict(self.model.module.named_modules())
+        from neurodbg.trace.tracer import _element
+
+        def watcher(site: Site) -> Callable[..., None]:
+            def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+                if not seen and not bool(torch.isfinite(_element(output, site)).all()):
+                    seen.append(site.name)
+            return hook
+
+        for site in self.sites:
+            if site.port == "output":
+                handles.append(modules[site.module_path].register_forward_hook(watcher(site)))
+        try:
+            with torch.no_grad():
+                args, kwargs = self._batch
+                self.model.module(*args, **kwargs)
+        except Exception:       # a diagnosis must not hide the breakpoint itself
+            return None
+        finally:
+            for handle in handles:
+                handle.remove()
+        return seen[0] if seen else None
+
+    def _hit(self, hit: Hit, *, after: bool = False) -> None:
+        if after:
+            hit.state = "after the update (the loss was logged after optimizer.step())"
+        if hit.module is None and hit.reason in ("nonfinite_loss",):
+            hit.module = self._first_bad_site() or self._diagnostic_forward()
+        self.hit = hit
+        try:
+            if self._writer is not None:
+                self._writer.drain()          # the store's connection is the writer's until then
+            directory = save_snapshot(self.store.directory, hit, self._batch, self._extra, self.model.module,
+                                      self.optimizer)
+            self.store.add_break(hit.step, hit.reason, hit.module, hit.detail, str(directory.name))
+        except Exception as exc:
+            raise RunError(f"breakpoint at step {hit.step} ({hit.detail}), but its snapshot could not be saved "
+                           f"in {self.store.directory}: {exc}") from None
+        if self.on_break is not None:
+            self.on_break(hit)
+            return
+        raise BreakpointHit(hit.message() + f"; saved in {self.store.directory / (hit.directory or '')}", hit)
+
+    # -- storage ------------------------------------------------------------------------------
+    def _flush(self, *, final: bool = False, status: str | None = None) -> None:
+        """Hand the buffered figures to the writer thread (or write them here when it is not running)."""
+        raw, scalars = self._buffer
+        self._buffer = ([], [])
+        self._last_flush = time.monotonic()
+        if not self.recording and not final:
+            return
+        meta = {"status": status} if status else {}
+        try:
+            if self._writer is not None:
+                self._writer.submit((raw, scalars, meta))
+            else:
+                self.store.append(*step_rows(raw, scalars), meta=meta)
+        except Exception as exc:       # whatever it is, the watcher must not be what breaks the training
+            self._storage_failed(exc, raising=not final)
+
+    def _storage_failed(self, exc: BaseException, *, raising: bool) -> None:
+        """Recording stops with one warning; with breakpoints asked for, the run cannot go on unwatched."""
+        if self.break_on.any and raising:
+            raise RunError(f"cannot write the run {self.store.directory}: {exc}") from None
+        if self.recording:
+            warnings.warn(f"neurodbg: cannot write the run {self.store.directory} ({exc}); recording stopped, "
+                          f"training goes on", RuntimeWarning, stacklevel=3)
+        self.recording = False
+        for handle in self._site_handles:
+            handle.remove()
+        self._site_handles = []
+
+
+@torch.no_grad()
+def _norms(tensors: Sequence[torch.Tensor]) -> list[float]:
+    """Each tensor's L2 norm: one fused call and one transfer; a norm that overflows its dtype (huge but
+    finite values) is computed again in float64, so an infinite norm means a non-finite element."""
+    norms = torch.stack(list(torch._foreach_norm(list(tensors)))).tolist()
+    for i, n in enumerate(norms):
+        if not math.isfinite(n) and bool(torch.isfinite(tensors[i]).all()):
+            norms[i] = float(torch.linalg.vector_norm(tensors[i], dtype=torch.float64))
+    return norms
+
+
+def watch(model: nn.Module | Model, optimizer: torch.optim.Optimizer | None = None, *, run: str | Path,
+          every: int = 1, sites: Iterable[str] | None = None, break_on: str | Iterable[str] | BreakOn | None = None,
+          on_break: Callable[[Hit], Any] | None = None, flush_every: int = 50, flush_seconds: float = 5.0,
+          weights_every: int = 10, resume: bool = False) -> Watcher:
+    """A context manager that records a training run into `run` (see the module docstring)."""
+    return Watcher(model, optimizer, run=run, every=every, sites=sites, break_on=break_on, on_break=on_break,
+                   flush_every=flush_every, flush_seconds=flush_seconds, weights_every=weights_every, resume=resume)

@@ -1,0 +1,224 @@
+"""The training debugger on real training with real data (scikit-learn's digits):
+watching changes nothing, the records agree with figures computed by hand, induced
+pathologies are each found and a healthy run has no finding, breakpoints stop at the
+first bad step and name the module, and `replay` runs that step again exactly."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import neurodbg
+from neurodbg.errors import RunError, UnknownSiteError
+from neurodbg.train.digits import batches, digits_data, mlp, train
+from neurodbg.train.run_store import RunStore
+from neurodbg.train.runs import findings, read
+
+
+@pytest.fixture(scope="module")
+def data():
+    return digits_data()
+
+
+def kinds(run: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for f in findings(run):
+        out.setdefault(f.kind, []).extend(f.where)
+    return out
+
+
+# -- fidelity ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("options", [{"every": 1}, {"every": 3, "break_on": ["nonfinite", "grad_norm>1e9"]}],
+                         ids=["every-step", "breakpoints"])
+def test_watching_changes_nothing(data, tmp_path: Path, options: dict) -> None:
+    """The same seeded steps, watched (every site, every step) and not: bit-identical losses and weights."""
+    def run(watched: bool) -> tuple[list[float], list[torch.Tensor]]:
+        net = mlp([64, 128, 64, 10], seed=3)
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        result = train(net, opt, data, steps=40, val_every=10, run=tmp_path / "run" if watched else None,
+                       every=options["every"], watch_options={k: v for k, v in options.items() if k != "every"})
+        return result.losses, [p.detach().clone() for p in net.parameters()]
+
+    plain, watched = run(False), run(True)
+    assert plain[0] == watched[0]
+    assert all(torch.equal(a, b) for a, b in zip(plain[1], watched[1], strict=True))
+
+
+def test_records_equal_figures_computed_by_hand(data, tmp_path: Path) -> None:
+    """Gradient norms, weight norms and update ratios of each parameter tensor, and each site's mean,
+    std and dead share, against the same steps run by hand with plain hooks."""
+    torch.manual_seed(0)
+    net = mlp([64, 32, 16, 10], seed=1)
+    opt = torch.optim.SGD(net.parameters(), 0.1, momentum=0.9)
+    outputs: dict[str, torch.Tensor] = {}
+    for name in ("1", "3", "4"):
+        getattr(net, name).register_forward_hook(
+            lambda _m, _a, out, name=name: outputs.__setitem__(name, out.detach().clone()))
+    expected: list[dict] = []
+    stream = batches(data, 64, 0)
+    with neurodbg.watch(net, opt, run=tmp_path / "run", weights_every=1, flush_every=1) as w:
+        for _, (x, y) in zip(range(6), stream, strict=False):
+            loss = F.cross_entropy(net(x), y)
+            w.log(loss=loss)
+            opt.zero_grad()
+            loss.backward()
+            before = {n: p.detach().clone() for n, p in net.named_parameters()}
+            grads = {n: float(p.grad.double().norm()) for n, p in net.named_parameters()}
+            opt.step()
+            expected.append({"loss": float(loss.detach()), "grads": grads,
+                             "weights": {n: float(v.double().norm()) for n, v in before.items()},
+                             "ratios": {n: float((p.detach() - before[n]).double().norm() / before[n].double().norm())
+                                        for n, p in net.named_parameters()},
+                             "sites": {f"{k}:output": v for k, v in outputs.items()}})
+    records = read(tmp_path / "run")
+    assert records.recorded_steps == list(range(6))
+    assert [v for _, v in records.series("loss")] == [e["loss"] for e in expected]
+    for step, e in enumerate(expected):
+        for name, p in records.params.items():
+            assert p.grad_norm[step] == pytest.approx(e["grads"][name], rel=1e-5)
+            assert p.weight_norm[step] == pytest.approx(e["weights"][name], rel=1e-5)
+            assert p.update_ratio[step] == pytest.approx(e["ratios"][name], rel=1e-3)
+        assert records.series("grad_norm")[step][1] == pytest.approx(math.sqrt(sum(g * g for g in e["grads"].values())),
+                                                                     rel=1e-5)
+        for name, value in e["sites"].items():
+            site = records.sites[name]
+            x = value.double()
+            assert site.mean[step] == pytest.approx(float(x.mean()), rel=1e-4, abs=1e-6)
+            assert site.std[step] == pytest.approx(float(x.std(unbiased=False)), rel=1e-3)
+            if name != "4:output":                          # ReLU outputs: dead = never positive in the batch
+                assert site.dead[step] == pytest.approx(float((x.amax(0) <= 0).double().mean()))
+            else:
+                assert site.dead[step] is None              # logits: "dead" means nothing there
+    assert list(records.sites) == ["1:output", "3:output", "4:output"]      # forward order
+
+
+# -- pathologies ------------------------------------------------------------------------------------
+def test_a_healthy_run_has_no_finding(data, tmp_path: Path) -> None:
+    net = mlp([64, 128, 64, 10])
+    result = train(net, torch.optim.Adam(net.parameters(), 1e-3), data, steps=500, run=tmp_path / "run")
+    assert result.val_acc >= 0.95
+    assert findings(tmp_path / "run") == []
+
+
+def test_a_deep_sigmoid_network_has_vanishing_gradients(data, tmp_path: Path) -> None:
+    net = mlp([64] + [64] * 8 + [10], "sigmoid")
+    train(net, torch.optim.SGD(net.parameters(), 0.1), data, steps=200, run=tmp_path / "run", every=2)
+    found = kinds(tmp_path / "run")
+    assert "vanishing_gradients" in found
+    assert found["vanishing_gradients"][:2] == ["0", "2"]          # the first layers
+    assert "lr_too_low" not in found
+
+
+def test_a_dead_relu_layer_is_found(data, tmp_path: Path) -> None:
+    net = mlp([64, 128, 64, 10])
+    with torch.no_grad():
+        net[0].bias.fill_(-5.0)             # a large negative bias: the first ReLU never fires
+    train(net, torch.optim.Adam(net.parameters(), 1e-3), data, steps=120, run=tmp_path / "run")
+    dead = [f for f in findings(tmp_path / "run") if f.kind == "dead_units"]
+    assert dead and dead[0].where == ["1:output"] and dead[0].evidence["dead_share"] > 0.9
+
+
+def test_a_small_training_set_overfits(tmp_path: Path) -> None:
+    few = digits_data(train_samples=50)
+    net = mlp([64, 512, 512, 10])
+    train(net, torch.optim.Adam(net.parameters(), 1e-3), few, steps=200, batch_size=50, val_every=10,
+          run=tmp_path / "run", every=5)
+    over = [f for f in findings(tmp_path / "run") if f.kind == "overfitting"]
+    assert over and over[0].evidence["last_val_loss"] > over[0].evidence["best_val_loss"]
+
+
+def test_a_learning_rate_far_too_low_or_high(data, tmp_path: Path) -> None:
+    net = mlp([64, 128, 64, 10])
+    train(net, torch.optim.SGD(net.parameters(), 1e-5), data, steps=120, run=tmp_path / "low")
+    assert {"lr_too_low", "underfitting"} <= set(kinds(tmp_path / "low"))
+    net = mlp([64, 128, 64, 10])
+    train(net, torch.optim.SGD(net.parameters(), 50.0), data, steps=60, run=tmp_path / "high")
+    assert {"lr_too_high", "exploding_gradients"} <= set(kinds(tmp_path / "high"))
+
+
+# -- breakpoints and replay ----------------------------------------------------------------------------
+def test_divergence_stops_at_the_first_bad_step_and_replays(data, tmp_path: Path) -> None:
+    """SGD at a learning rate far too high: non-finite within 50 steps; the breakpoint names the first
+    module whose output went bad, saves the step, and replay computes the same step again."""
+    net = mlp([64, 128, 64, 10], "gelu")
+    with pytest.raises(neurodbg.BreakpointHit) as caught:
+        train(net, torch.optim.SGD(net.parameters(), 1000.0), data, steps=50, run=tmp_path / "run",
+              watch_options={"break_on": ["nonfinite"]})
+    hit = caught.value.hit
+    assert hit.step < 50 and hit.reason.startswith("nonfinite") and hit.module == "3:output"
+    assert f"step {hit.step}" in str(caught.value) and "3:output" in str(caught.value)
+    records = read(tmp_path / "run")
+    assert records.meta["status"] == "broken" and records.breaks[0]["step"] == hit.step
+    assert records.steps_seen == hit.step + 1               # nothing recorded after the step it stopped at
+    replayed = neurodbg.replay(tmp_path / "run", hit.step, mlp([64, 128, 64, 10], "gelu", seed=9),
+                               loss_fn=lambda out, batch: F.cross_entropy(out, batch["extra"][1]))
+    assert replayed.first_nonfinite == hit.module
+    assert list(replayed.captures)[:2] == ["1:output", "3:output"]
+    # the step's own forward pass: its logits give the loss the run logged (NaN here) and the ones before
+    logged = records.series("loss")[hit.step][1]
+    assert logged is None and replayed.loss is not None and not math.isfinite(float(replayed.loss.detach()))
+    kinds_found = {f.kind for f in findings(tmp_path / "run")}
+    assert "nonfinite" in kinds_found
+
+
+def test_threshold_breakpoints_stop_before_the_update(data, tmp_path: Path) -> None:
+    """grad_norm>X and loss>X stop at the first step where they hold, with the weights of before it."""
+    reference = mlp([64, 64, 10], seed=2)
+    opt = torch.optim.SGD(reference.parameters(), 3.0)
+    grad_norms, weights, stream = [], [], batches(data, 64, 0)
+    for _, (x, y) in zip(range(30), stream, strict=False):
+        loss = F.cross_entropy(reference(x), y)
+        opt.zero_grad()
+        loss.backward()
+        grad_norms.append(math.sqrt(sum(float(p.grad.double().norm()) ** 2 for p in reference.parameters())))
+        weights.append({k: v.clone() for k, v in reference.state_dict().items()})
+        opt.step()
+    threshold = sorted(grad_norms)[len(grad_norms) // 2]
+    first = next(i for i, g in enumerate(grad_norms) if g > threshold)
+    net = mlp([64, 64, 10], seed=2)
+    with pytest.raises(neurodbg.BreakpointHit) as caught:
+        train(net, torch.optim.SGD(net.parameters(), 3.0), data, steps=30, run=tmp_path / "run", every=7,
+              watch_options={"break_on": [f"grad_norm>{threshold!r}"]})
+    assert caught.value.hit.step == first and caught.value.hit.reason == "grad_norm"
+    saved = torch.load(tmp_path / "run" / "breaks" / f"step-{first:06d}" / "model.pt", weights_only=True)
+    assert all(torch.equal(saved[k], weights[first][k]) for k in saved)
+    assert all(torch.equal(p, weights[first][k]) for k, p in net.state_dict().items())    # no update applied
+
+
+def test_bad_watch_setups_are_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match="no trainable parameters"):
+        neurodbg.watch(nn.Sequential(nn.ReLU(), nn.Sigmoid()), run=tmp_path / "a")
+    with pytest.raises(UnknownSiteError):
+        neurodbg.watch(mlp([4, 4, 2]), run=tmp_path / "b", sites=["nope:output"])
+    with pytest.raises(RunError, match="unknown breakpoint"):
+        neurodbg.watch(mlp([4, 4, 2]), run=tmp_path / "c", break_on=["loss>nan"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunError, match="is a file"):
+        neurodbg.watch(mlp([4, 4, 2]), run=tmp_path / "file")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("someone else's")
+    with pytest.raises(RunError, match="not a neurodbg run"):
+        neurodbg.watch(mlp([4, 4, 2]), run=tmp_path / "other")
+    (tmp_path / "foreign").mkdir()
+    import sqlite3
+
+    sqlite3.connect(tmp_path / "foreign" / "run.db").executescript("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+    with pytest.raises(RunError, match="another program"):
+        RunStore.open(tmp_path / "foreign")
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "run.db").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 40)
+    with pytest.raises(RunError, match=r"corrupt|not a run"):
+        RunStore.open(tmp_path / "corrupt")
+    net = mlp([4, 4, 2])
+    with neurodbg.watch(net, run=tmp_path / "used") as w:
+        net(torch.zeros(1, 4)).sum().backward()
+        w.step_done()
+    with pytest.raises(RunError, match="already holds 1 steps"):
+        neurodbg.watch(net, run=tmp_path / "used")
+    assert np.isfinite(read(tmp_path / "used").series("grad_norm")[0][1])
