@@ -28,6 +28,8 @@ def serve(
     max_new_tokens: Annotated[int, typer.Option(min=1, max=256, help="Longest generation a client may ask.")]
     = 256,
     max_prompt_tokens: Annotated[int, typer.Option(min=8, help="Longest prompt a client may send.")] = 1024,
+    runs: Annotated[Path | None, typer.Option(help="A directory of training runs (neurodbg.watch) for the "
+                                                   "Training view; followed live.")] = None,
 ) -> None:
     """Serve the Monitor in the browser: chat, token views, neurons, steering, lens, attention."""
     import uvicorn
@@ -42,10 +44,12 @@ def serve(
         token = secrets.token_urlsafe(24)
     if atlas is not None and not atlas.is_dir():
         raise NeurodbgError(f"no atlas at {atlas}: the directory does not exist")
+    if runs is not None and not runs.is_dir():
+        raise NeurodbgError(f"no runs at {runs}: the directory does not exist")
     listener = _listen(host, port)        # before loading anything: a busy port is one clear line
     monitor = Monitor(load(model, quiet=False), atlas)
     app = create_app(monitor, limits=Limits(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens),
-                     token=token, loopback_only=loopback)
+                     token=token, loopback_only=loopback, runs=runs)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{listener.getsockname()[1]}/" + (f"?token={token}" if token else "")
     sys.stderr.write(f"neurodbg: serving {monitor.model.name} on {url}\n")   # one unwrapped line: the link

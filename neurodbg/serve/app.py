@@ -11,10 +11,12 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as Path_
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -23,13 +25,16 @@ from fastapi.staticfiles import StaticFiles
 from neurodbg.analyze.monitor import Monitor
 from neurodbg.analyze.prompt import Prompt
 from neurodbg.atlas import records
-from neurodbg.errors import NeurodbgError, NeuronIndexError, PromptError
+from neurodbg.errors import NeurodbgError, NeuronIndexError, PromptError, RunError
 from neurodbg.serve import schemas
 from neurodbg.serve.gate import Gate
 from neurodbg.serve.limits import Limits
 from neurodbg.serve.security import Guard
 from neurodbg.serve.streams import Cancelled, Emit, Workers, ndjson
 from neurodbg.trace.interventions import dumps, parse_interventions
+from neurodbg.train.runs import list_runs, run_in, run_view
+
+RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 log = logging.getLogger("neurodbg.serve")
 
@@ -48,9 +53,10 @@ STATIC = files("neurodbg.serve") / "static"
 
 
 def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | None = None,
-               loopback_only: bool = True) -> FastAPI:
+               loopback_only: bool = True, runs: Path | None = None) -> FastAPI:
     """`token`: required from every client when given (always give one when not bound to loopback).
-    `loopback_only`: answer only requests whose Host is loopback (when bound to 127.0.0.1)."""
+    `loopback_only`: answer only requests whose Host is loopback (when bound to 127.0.0.1).
+    `runs`: a directory of training runs for the Training view (clients name runs, never paths)."""
     limits = limits or Limits()
     gate = Gate()
     workers = Workers()
@@ -62,7 +68,8 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
 
     @app.exception_handler(NeurodbgError)
     async def _bad_input(request: Request, exc: NeurodbgError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(exc, NeuronIndexError) else 400)
+        missing = isinstance(exc, NeuronIndexError) or (isinstance(exc, RunError) and str(exc).startswith("no run"))
+        return JSONResponse({"detail": str(exc)}, status_code=404 if missing else 400)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -109,7 +116,7 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
             atlas["descriptions"] = len(view.descriptions())
         return {"model": model.name, "layers": len(model.resolve("layers.*.mlp.act")),
                 "chat_template": bool(getattr(model.tokenizer, "chat_template", None)), "atlas": atlas,
-                "limits": limits.to_dict(), "token_required": token is not None}
+                "limits": limits.to_dict(), "token_required": token is not None, "runs": runs is not None}
 
     summary = info()
     if monitor.view is not None and summary["atlas"]["descriptions"]:
@@ -268,6 +275,22 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
             weights = monitor.attention(prompt, body.layer)
         return {"layer": body.layer, "tokens": prompt.tokens, "heads": int(weights.shape[0]),
                 "weights": np.round(weights.astype(np.float64), 4).tolist()}
+
+    @app.get("/api/runs")
+    def get_runs() -> dict[str, Any]:
+        """The training runs in the directory the server was started with (`serve --runs DIR`)."""
+        if runs is None:
+            raise NeurodbgError("this server has no training runs (start it with --runs DIR)")
+        return {"runs": list_runs(runs)}
+
+    @app.get("/api/runs/{name}")
+    def get_run(name: str = Path_(max_length=128, pattern=RUN_NAME),
+                points: int = Query(400, ge=10, le=2000)) -> dict[str, Any]:
+        """One run: where it stands, its findings, and its curves (read anew on every request, so a
+        run in progress is followed by asking again)."""
+        if runs is None:
+            raise NeurodbgError("this server has no training runs (start it with --runs DIR)")
+        return finite(run_view(run_in(runs, name), most=points))
 
     # -- the frontend -------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

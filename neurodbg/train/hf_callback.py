@@ -32,7 +32,8 @@ class NeurodbgCallback(TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
-        self.watcher = Watcher(model, optimizer, run=self.run, **self.options).__enter__()
+        inner = getattr(optimizer, "optimizer", optimizer)    # accelerate's wrapper steps the real one
+        self.watcher = Watcher(model, inner, run=self.run, **self.options).__enter__()
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                logs: dict[str, float] | None = None, **kwargs: Any) -> None:

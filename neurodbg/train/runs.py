@@ -68,3 +68,27 @@ def run_in(directory: str | Path, name: str) -> Path:
     if not (path / DB_NAME).is_file():
         raise RunError(f"no run named {name!r}")
     return path
+
+
+def _thin(points: list[tuple[int, float | None]], most: int) -> list[list[float | None]]:
+    """At most `most` (step, value) points, evenly spaced over the series (the last one kept)."""
+    if len(points) > most:
+        stride = len(points) / most
+        points = [points[int(i * stride)] for i in range(most - 1)] + [points[-1]]
+    return [[s, v] for s, v in points]
+
+
+def run_view(run: str | Path, *, most: int = 400) -> dict[str, Any]:
+    """What the web app's Training view draws: the summary, the findings, the loss and validation
+    curves, the global gradient norm, each parameter tensor's gradient norms and each rectifier
+    site's dead share over the recorded steps (every series thinned to `most` points)."""
+    records = read(run)
+    out = summary(run, records)
+    out["findings"] = [f.to_dict() for f in diagnose(records)]
+    out["curves"] = {key: _thin(records.series(key), most) for key in ("loss", "val_loss", "val_acc", "grad_norm")
+                     if records.series(key)}
+    out["grad_norms"] = {name: _thin(list(zip(p.steps, p.grad_norm, strict=True)), most)
+                         for name, p in records.params.items()}
+    out["dead"] = {name: _thin(list(zip(s.steps, s.dead, strict=True)), most)
+                   for name, s in records.sites.items() if any(d is not None for d in s.dead)}
+    return out

@@ -12,6 +12,7 @@ and retried once). A name already used with other settings is refused."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,12 @@ class DigitsSearch:
 
 def storage_of(url: str, *, heartbeat: int = 10, grace: int = 30) -> optuna.storages.RDBStorage:
     try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {},
-            heartbeat_interval=heartbeat, grace_period=grace,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+        with warnings.catch_warnings():      # heartbeats are marked experimental; they are what resumes a search
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {},
+                heartbeat_interval=heartbeat, grace_period=grace,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
     except Exception as exc:       # a bad URL, an unreadable file: optuna and SQLAlchemy raise many kinds
         raise RunError(f"cannot open the Optuna storage {url}: {str(exc).splitlines()[0][:200]}") from None
 

@@ -127,6 +127,7 @@ class Watcher:
         self._buffer: tuple[list[RawStep], list[ScalarRow]] = ([], [])
         self._last_flush = time.monotonic()
         self.recording = True
+        self._storage_reported = False
         self.hit: Hit | None = None
         self._writer: RunWriter | None = None
         self.store.set_meta(model=type(module).__name__, parameters=sum(p.numel() for _, p in self.params),
@@ -427,9 +428,11 @@ class Watcher:
 
     def _storage_failed(self, exc: BaseException, *, raising: bool) -> None:
         """Recording stops with one warning; with breakpoints asked for, the run cannot go on unwatched."""
-        if self.break_on.any and raising:
+        reported, self._storage_reported = self._storage_reported, True
+        if self.break_on.any and raising and not reported:
+            self.recording = False
             raise RunError(f"cannot write the run {self.store.directory}: {exc}") from None
-        if self.recording:
+        if self.recording and not reported:
             warnings.warn(f"neurodbg: cannot write the run {self.store.directory} ({exc}); recording stopped, "
                           f"training goes on", RuntimeWarning, stacklevel=3)
         self.recording = False

@@ -639,6 +639,7 @@ async function start() {
   $("#att-layer").replaceChildren(...Array.from({ length: state.info.layers }, (_, l) => el("option", { value: String(l) }, String(l))));
   $("#max-new").max = String(state.info.limits.max_new_tokens);
   if (!state.info.chat_template) $("#chat-mode").checked = false;
+  $("#training-tab").hidden = !state.info.runs;
   if (!a) {
     for (const id of ["#search-input", "#steer-apply", "#steer-preview", 'input[value="activation"]']) $(id).disabled = true;
   }
@@ -670,4 +671,141 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#att-head").addEventListener("change", drawAttention);
   $("#search-form").addEventListener("submit", runSearch);
   start();
+});
+
+// -- training runs -------------------------------------------------------------------------------
+// The Training view reads /api/runs and /api/runs/NAME; while a run is in progress and "follow
+// live" is ticked it asks again every two seconds. Every text goes in through textContent.
+const SVG = "http://www.w3.org/2000/svg";
+const training = { name: null, timer: null };
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return node;
+}
+
+// series: [{label, points: [[step, value|null]], colour}]; options: {log, yMin, yMax}
+function lineChart(series, options = {}) {
+  const width = 560, height = 180, left = 46, bottom = 18, top = 8, right = 8;
+  const all = series.flatMap((s) => s.points.filter((p) => p[1] !== null && (!options.log || p[1] > 0)));
+  const chart = svg("svg", { class: "chart", width, height, viewBox: `0 0 ${width} ${height}` });
+  if (!all.length) { chart.append(svg("text", { x: left, y: height / 2 }, "no data yet")); return chart; }
+  const tf = (v) => (options.log ? Math.log10(v) : v);
+  const xs = all.map((p) => p[0]), ys = all.map((p) => tf(p[1]));
+  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
+  const y0 = options.yMin ?? Math.min(...ys), y1 = Math.max(options.yMax ?? Math.max(...ys), y0 + 1e-9);
+  const X = (x) => left + ((x - x0) / (x1 - x0)) * (width - left - right);
+  const Y = (y) => top + (1 - (tf(y) - y0) / (y1 - y0)) * (height - top - bottom);
+  chart.append(svg("line", { x1: left, y1: height - bottom, x2: width - right, y2: height - bottom, stroke: "#ccd" }));
+  chart.append(svg("line", { x1: left, y1: top, x2: left, y2: height - bottom, stroke: "#ccd" }));
+  const label = (v) => (options.log ? Number(10 ** v).toPrecision(2) : Number(v).toPrecision(3));
+  chart.append(svg("text", { x: 2, y: top + 8 }, label(y1)), svg("text", { x: 2, y: height - bottom }, label(y0)));
+  chart.append(svg("text", { x: left, y: height - 4 }, `step ${x0}`), svg("text", { x: width - right - 60, y: height - 4 }, `step ${x1}`));
+  for (const s of series) {
+    const pts = s.points.filter((p) => p[1] !== null && (!options.log || p[1] > 0));
+    if (!pts.length) continue;
+    chart.append(svg("polyline", { points: pts.map((p) => `${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(" "),
+      fill: "none", stroke: s.colour, "stroke-width": 1.5 }));
+  }
+  return chart;
+}
+
+function legend(series) {
+  // colours through the CSSOM: the page's CSP refuses inline style attributes
+  return el("div", { class: "legend" }, series.map((s) => {
+    const span = el("span", {}, `— ${s.label}`);
+    span.style.color = s.colour;
+    return span;
+  }));
+}
+
+// rows: parameter tensors, columns: recorded steps; colour by log10 of the gradient norm
+function gradHeatmap(gradNorms) {
+  const names = Object.keys(gradNorms);
+  const wrap = el("div");
+  if (!names.length) return wrap;
+  const shown = names.length > 60 ? names.filter((_, i) => i % Math.ceil(names.length / 60) === 0) : names;
+  const steps = [...new Set(shown.flatMap((n) => gradNorms[n].map((p) => p[0])))].sort((a, b) => a - b);
+  const col = new Map(steps.map((s, i) => [s, i]));
+  const values = shown.flatMap((n) => gradNorms[n].filter((p) => p[1] > 0).map((p) => Math.log10(p[1])));
+  const lo = Math.min(...values), hi = Math.max(...values, lo + 1e-9);
+  const cell = Math.max(1, Math.floor(520 / Math.max(steps.length, 1)));
+  const canvas = el("canvas", { width: Math.max(steps.length * cell, 1), height: shown.length * 8, class: "heat" });
+  const ctx = canvas.getContext("2d");
+  shown.forEach((name, row) => {
+    for (const [step, value] of gradNorms[name]) {
+      const t = value > 0 ? (Math.log10(value) - lo) / (hi - lo) : null;
+      ctx.fillStyle = t === null ? "#ddd" : `hsl(${Math.round(260 - 200 * t)}, 70%, ${Math.round(30 + 35 * t)}%)`;
+      ctx.fillRect(col.get(step) * cell, row * 8, cell, 8);
+    }
+  });
+  wrap.append(el("div", { class: "muted" }, `gradient norm per parameter tensor (rows, ${shown[0]} … ${shown[shown.length - 1]}) by recorded step; dark: 10^${lo.toFixed(1)}, light: 10^${hi.toFixed(1)}, grey: not finite`), canvas);
+  return wrap;
+}
+
+const PALETTE = ["#36c", "#c42", "#1a7f37", "#a3c", "#c80", "#099", "#555", "#e6a"];
+
+function renderRun(run) {
+  const view = $("#run-view");
+  view.replaceChildren();
+  $("#run-status").textContent = `${run.status} · ${Number(run.steps).toLocaleString()} steps · ${run.model}, ${Number(run.parameters).toLocaleString()} parameters`;
+  if (!run.findings.length) view.append(el("div", { class: "healthy" }, "No findings: nothing in the records says this run is unhealthy."));
+  for (const f of run.findings) {
+    view.append(el("div", { class: "finding" },
+      el("div", {}, el("span", { class: "kind" }, f.kind), ` · step ${f.step} · ${f.where.join(", ")}`),
+      el("div", {}, f.message),
+      el("div", { class: "advice" }, `What usually helps: ${f.advice}`)));
+  }
+  for (const hit of run.breaks) view.append(el("div", { class: "finding" }, `breakpoint at step ${hit.step}: ${hit.detail} (${hit.module || "loss"})`));
+  const c = run.curves;
+  const losses = [{ label: "training loss", points: c.loss || [], colour: "#36c" }, { label: "validation loss", points: c.val_loss || [], colour: "#c42" }];
+  view.append(el("h3", {}, "Loss"), legend(losses), lineChart(losses, { log: true }));
+  if (c.val_acc) {
+    const acc = [{ label: "validation accuracy", points: c.val_acc, colour: "#1a7f37" }];
+    view.append(el("h3", {}, "Validation accuracy"), lineChart(acc, { yMin: 0, yMax: 1 }));
+  }
+  if (c.grad_norm) view.append(el("h3", {}, "Gradient norm"), lineChart([{ label: "global", points: c.grad_norm, colour: "#a3c" }], { log: true }));
+  view.append(gradHeatmap(run.grad_norms));
+  const dead = Object.entries(run.dead).map(([name, points], i) => ({ label: name, points, colour: PALETTE[i % PALETTE.length] }));
+  if (dead.length) view.append(el("h3", {}, "Dead units (share never positive in a batch)"), legend(dead), lineChart(dead, { yMin: 0, yMax: 1 }));
+}
+
+async function showRun(name) {
+  training.name = name;
+  clearTimeout(training.timer);
+  try {
+    const run = await fetchJson(`/api/runs/${encodeURIComponent(name)}`);
+    if (training.name !== name) return;
+    renderRun(run);
+    if (run.status === "running" && $("#run-follow").checked && !$("#tab-training").hidden) {
+      training.timer = setTimeout(() => showRun(name), 2000);
+    }
+  } catch (err) { showError(err.message); }
+}
+
+async function fetchJson(path) {
+  const response = await fetch(path);
+  const data = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+  if (!response.ok) throw new Error(data.detail || `HTTP ${response.status}`);
+  return data;
+}
+
+async function loadRuns() {
+  try {
+    const data = await fetchJson("/api/runs");
+    const select = $("#run-select");
+    const current = select.value;
+    select.replaceChildren(...data.runs.map((r) => el("option", { value: r.name }, `${r.name} (${r.status}, ${r.findings ?? "?"} findings)`)));
+    if (!data.runs.length) { $("#run-view").replaceChildren(el("p", { class: "muted" }, "No runs in this directory yet.")); return; }
+    select.value = data.runs.some((r) => r.name === current) ? current : data.runs[0].name;
+    showRun(select.value);
+  } catch (err) { showError(err.message); }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#run-select").addEventListener("change", () => showRun($("#run-select").value));
+  $("#run-follow").addEventListener("change", () => { if (training.name) showRun(training.name); });
+  $('.tabs button[data-tab="training"]').addEventListener("click", loadRuns);
 });
