@@ -1,5 +1,6 @@
 """Figures of a training run (matplotlib, Agg): loss curves, a layers x steps heatmap
-of gradient norms, and dead-unit shares per layer over the steps, on one page."""
+of gradient norms, and dead-unit (and saturation) shares per layer over the steps,
+on one page."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ def run_figure(records: RunRecords, path: str | Path, *, title: str = "") -> Pat
         twin.legend(loc="upper center", fontsize=8)
     loss_ax.set_xlabel("step")
     loss_ax.set_ylabel("loss")
-    loss_ax.set_yscale("log")
+    values = [v for key in ("loss", "val_loss") for _, v in records.series(key) if v is not None and v > 0]
+    if values and max(values) / min(values) > 20:        # a log scale only where the loss spans decades
+        loss_ax.set_yscale("log")
     loss_ax.legend(loc="upper right", fontsize=8)
     loss_ax.set_title(title or "loss", fontsize=10)
 
@@ -53,16 +56,22 @@ def run_figure(records: RunRecords, path: str | Path, *, title: str = "") -> Pat
     grad_ax.set_xlabel("step")
     grad_ax.set_title("gradient norm per parameter tensor (grey: not finite or not recorded)", fontsize=10)
 
-    dead = [s for s in records.sites.values() if any(d is not None for d in s.dead)]
-    for site in dead:
-        points = [(s, d) for s, d in zip(site.steps, site.dead, strict=True) if d is not None]
-        dead_ax.plot([s for s, _ in points], [d for _, d in points], label=site.name)
+    shown = 0
+    for site in records.sites.values():
+        for series, style, what in ((site.dead, "-", "dead"), (site.saturated, "--", "saturated")):
+            points = [(s, d) for s, d in zip(site.steps, series, strict=True) if d is not None]
+            if points:
+                dead_ax.plot([s for s, _ in points], [d for _, d in points], style, label=f"{site.name} {what}")
+                shown += 1
     dead_ax.set_ylim(-0.02, 1.02)
     dead_ax.set_xlabel("step")
-    dead_ax.set_ylabel("share of units dead")
-    dead_ax.set_title("dead units per rectifier layer (never positive in the batch)", fontsize=10)
-    if dead:
+    dead_ax.set_ylabel("share")
+    dead_ax.set_title("dead units of rectifier layers (never positive in the batch, solid) and saturated values of "
+                      "sigmoid/tanh layers (dashed)", fontsize=9)
+    if shown:
         dead_ax.legend(fontsize=7, ncol=2)
+    else:
+        dead_ax.text(0.5, 0.5, "no rectifier, sigmoid or tanh layer watched", ha="center", transform=dead_ax.transAxes)
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out)
