@@ -58,8 +58,8 @@ def run_figure(records: RunRecords, path: str | Path, *, title: str = "") -> Pat
 
     shown = 0
     for site in records.sites.values():
-        for series, style, what in ((site.dead, "-", "dead"), (site.saturated, "--", "saturated")):
-            points = [(s, d) for s, d in zip(site.steps, series, strict=True) if d is not None]
+        for shares, style, what in ((site.dead, "-", "dead"), (site.saturated, "--", "saturated")):
+            points = [(s, d) for s, d in zip(site.steps, shares, strict=True) if d is not None]
             if points:
                 dead_ax.plot([s for s, _ in points], [d for _, d in points], style, label=f"{site.name} {what}")
                 shown += 1
