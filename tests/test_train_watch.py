@@ -222,3 +222,8 @@ def test_bad_watch_setups_are_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RunError, match="already holds 1 steps"):
         neurodbg.watch(net, run=tmp_path / "used")
     assert np.isfinite(read(tmp_path / "used").series("grad_norm")[0][1])
+    whole = (tmp_path / "used" / "run.db").read_bytes()
+    (tmp_path / "truncated").mkdir()
+    (tmp_path / "truncated" / "run.db").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(RunError, match=r"corrupt|malformed|not a run"):
+        read(tmp_path / "truncated")

@@ -122,6 +122,7 @@ class Watcher:
         self._extra: tuple[Any, ...] = ()
         self._in_step = False
         self._root_handle: RemovableHandle | None = None
+        self._pre_handle: RemovableHandle | None = None
         self._loss_before_update = True      # what the loop does, learned on steps the root hook sees
         self._snapshot: list[torch.Tensor] | None = None
         self._buffer: tuple[list[RawStep], list[ScalarRow]] = ([], [])
@@ -140,8 +141,7 @@ class Watcher:
     def __enter__(self) -> Watcher:
         self._writer = RunWriter(self.store)
         if self.optimizer is not None:
-            self._handles.append(self.optimizer.register_step_pre_hook(lambda *_: self._end_of_step()))
-            self._handles.append(self.optimizer.register_step_post_hook(lambda *_: self._after_update()))
+            self._handles.append(self.optimizer.register_step_post_hook(self._on_step_post))
         self._arm()
         return self
 
@@ -150,9 +150,9 @@ class Watcher:
         self.close("broken" if isinstance(exc, BreakpointHit) else "finished" if exc is None else "failed")
 
     def close(self, status: str = "finished") -> None:
-        for handle in self._handles + self._site_handles + ([self._root_handle] if self._root_handle else []):
+        for handle in self._handles + self._site_handles + [h for h in (self._root_handle, self._pre_handle) if h]:
             handle.remove()
-        self._handles, self._site_handles, self._root_handle = [], [], None
+        self._handles, self._site_handles, self._root_handle, self._pre_handle = [], [], None, None
         self._flush(final=True, status=status)
         if self._writer is not None:
             self._writer.close()
@@ -207,9 +207,14 @@ class Watcher:
         root = self._recorded() or self.break_on.any
         if root and self._root_handle is None:
             self._root_handle = self.model.module.register_forward_pre_hook(self._on_forward, with_kwargs=True)
+            if self.optimizer is not None:      # the gradients' figures, read before the update
+                self._pre_handle = self.optimizer.register_step_pre_hook(self._on_step_pre)
         elif not root and self._root_handle is not None:
             self._root_handle.remove()
             self._root_handle = None
+            if self._pre_handle is not None:
+                self._pre_handle.remove()
+                self._pre_handle = None
         want = self._recorded() and bool(self.sites)
         if want and not self._site_handles:
             modules = dict(self.model.module.named_modules())
@@ -223,6 +228,12 @@ class Watcher:
             for handle in self._site_handles:
                 handle.remove()
             self._site_handles = []
+
+    def _on_step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._end_of_step()
+
+    def _on_step_post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._after_update()
 
     def _on_forward(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if torch.is_grad_enabled():              # a training forward (evaluation runs under no_grad)
