@@ -10,9 +10,9 @@
 A step ends with `optimizer.step()` (the watcher hooks it; without an optimizer the
 loop calls `w.step_done()`). On every `every`-th step it records the learning rates,
 the global gradient norm and each parameter tensor's gradient norm, and per watched
-site the activation statistics of `site_stats`; every `weights_every`-th step (10,
-or `every` when larger; every recorded step of the first 50) also each tensor's
-weight norm and update-to-weight ratio
+site the activation statistics of `site_stats`; every `weights_every`-th recorded
+step (10; and every recorded step of the first 50) also each tensor's weight norm
+and update-to-weight ratio
 ‖Δw‖/‖w‖ (they move slowly, and the ratio needs a copy of the weights). Losses are
 kept for every step. Rows are buffered and appended to the run's database every
 `flush_every` steps or `flush_seconds`.
@@ -92,10 +92,10 @@ class Watcher:
         if every < 1:
             raise RunError(f"every must be at least 1 (got {every})")
         self.every, self.flush_every, self.flush_seconds = every, max(1, flush_every), flush_seconds
-        # weight norms and update ratios move slowly and cost a copy of the weights: every 10th step
-        # (or every recorded step when those are rarer), and every recorded step of the first 50, where
-        # a learning rate far too high wrecks the weights within a few steps
-        self.weights_every = max(every, weights_every)
+        # weight norms and update ratios move slowly and cost a copy of the weights: every 10th recorded
+        # step, and every recorded step of the first 50, where a learning rate far too high wrecks the
+        # weights within a few steps
+        self.weights_every = max(1, weights_every)
         self.params = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         if not self.params:
             raise RunError(f"{type(module).__name__} has no trainable parameters: there is no training to watch")
@@ -286,7 +286,7 @@ class Watcher:
         if self.break_on.any:
             self._check_step(names, norms, global_norm)
         weights: list[float] = []
-        if recorded and params and (self.step < DENSE_START or self.step % self.weights_every == 0):
+        if recorded and params and (self.step < DENSE_START or (self.step // self.every) % self.weights_every == 0):
             weights = _norms(params)
             if self.optimizer is not None:
                 with torch.no_grad():
