@@ -227,3 +227,26 @@ def test_bad_watch_setups_are_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "truncated" / "run.db").write_bytes(whole[: len(whole) // 2])
     with pytest.raises(RunError, match=r"corrupt|malformed|not a run"):
         read(tmp_path / "truncated")
+
+
+@pytest.mark.parametrize("kind", ["rectifier", "sigmoid", "other"])
+def test_the_device_path_equals_the_numpy_path(kind: str) -> None:
+    """Off the CPU the site figures are torch operations read at the step's end; on a CPU, NumPy. Both
+    give the same figures for the same values (two forward calls in one step, as with accumulation)."""
+    from neurodbg.train.site_stats import StepSums, _units_last, read_step
+
+    g = torch.Generator().manual_seed(0)
+    calls = [torch.relu(torch.randn(32, 16, generator=g)) if kind == "rectifier" else
+             torch.sigmoid(4 * torch.randn(32, 16, generator=g)) for _ in range(2)]
+    calls[1][:, 3] = 0.0 if kind == "rectifier" else calls[1][:, 3]
+    on_cpu, on_device = StepSums(kind, nonnegative=kind == "rectifier"), StepSums(kind)   # type: ignore[arg-type]
+    for x in calls:
+        on_cpu.add(x)
+        t = _units_last(x)
+        on_device.values.append(t)
+        on_device.count += t.numel()
+        on_device._units = int(t.shape[-1])
+        on_device._add_torch(t)
+    a, b = read_step([on_cpu])[0], read_step([on_device])[0]
+    assert a[2:4] == b[2:4] and (a[4] == b[4])
+    assert a[0] == pytest.approx(b[0], rel=1e-5) and a[1] == pytest.approx(b[1], rel=1e-5)
