@@ -124,6 +124,17 @@ def test_a_dead_relu_layer_is_found(data, tmp_path: Path) -> None:
     assert dead and dead[0].where == ["1:output"] and dead[0].evidence["dead_share"] > 0.9
 
 
+def test_saturated_tanh_layers_are_found(data, tmp_path: Path) -> None:
+    net = mlp([64, 128, 64, 10], "tanh")
+    with torch.no_grad():
+        for layer in net:
+            if isinstance(layer, nn.Linear):
+                layer.weight.mul_(8.0)                 # far too large initial weights: tanh pinned at ±1
+    train(net, torch.optim.SGD(net.parameters(), 0.01), data, steps=100, run=tmp_path / "run")
+    sat = [f for f in findings(tmp_path / "run") if f.kind == "saturation"]
+    assert sat and sat[0].where == ["3:output"] and sat[0].evidence["saturated_share"] > 0.5
+
+
 def test_a_small_training_set_overfits(tmp_path: Path) -> None:
     few = digits_data(train_samples=50)
     net = mlp([64, 512, 512, 10])

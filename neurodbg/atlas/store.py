@@ -7,23 +7,19 @@ is refused before anything is written."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from neurodbg.atlas.schema import DB_NAME, READABLE_VERSIONS, SCHEMA, SCHEMA_VERSION
 from neurodbg.errors import AtlasError, AtlasMismatchError
+from neurodbg.sqlite_store import SqliteStore, connect
 
 IDENTITY_KEYS = ("model_fingerprint", "corpus_fingerprint", "settings_fingerprint")
 
 
-class AtlasStore:
-    def __init__(self, directory: Path, conn: sqlite3.Connection) -> None:
-        self.directory = directory
-        self.conn = conn
+class AtlasStore(SqliteStore):
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -42,9 +38,7 @@ class AtlasStore:
                 raise AtlasError(f"{path} is a non-empty directory that is not an atlas; refusing to write there")
             path.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(db, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = connect(db)
             store = cls(path, conn)
             if create:
                 conn.executescript(SCHEMA)  # idempotent: CREATE TABLE IF NOT EXISTS
@@ -83,37 +77,8 @@ class AtlasStore:
                 self.set_meta(conn, legacy_corpus_fingerprint=legacy)
             self.set_meta(conn, schema_version=str(SCHEMA_VERSION), upgraded_from=str(version))
 
-    def close(self) -> None:
-        self.conn.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-
-    # -- meta -------------------------------------------------------------------------------
-    def get(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def meta(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in self.conn.execute("SELECT key, value FROM meta ORDER BY key"):
-            try:
-                out[key] = json.loads(value)
-            except json.JSONDecodeError:
-                out[key] = value
-        return out
-
     def set_meta(self, conn: sqlite3.Connection, **values: Any) -> None:
-        for key, value in values.items():
-            text = value if isinstance(value, str) else json.dumps(value)
-            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, text))
+        self.put_meta(conn, **values)
 
     def claim(self, identity: dict[str, str], extra: dict[str, Any],
               legacy_corpus: Callable[[], str] | None = None) -> None:

@@ -232,41 +232,38 @@ def _persistent(series: list[float | None], level: float, n: int) -> int | None:
     return i
 
 
-def dead_units(records: RunRecords, t: Thresholds) -> list[Finding]:
+def _persistent_shares(records: RunRecords, attr: str, level: float, t: Thresholds,
+                       make: Callable[[Any, float, int], Finding]) -> list[Finding]:
+    """One finding per site whose share (`attr`: dead or saturated) reached `level` and stayed there."""
     out = []
     for site in records.sites.values():
-        if not any(d is not None for d in site.dead):
+        shares = getattr(site, attr)
+        if not any(v is not None for v in shares):
             continue
-        start = _persistent(site.dead, t.dead_share, min(t.persist, len(site.dead)))
-        if start is None:
-            continue
-        last = site.dead[-1] or 0.0
-        out.append(Finding("dead_units", [site.name], site.steps[start],
-                           f"{last:.0%} of the {site.units} units of {site.name} never fire (no positive value in a "
-                           f"whole batch) since step {site.steps[start]}",
-                           {"dead_share": _rounded(last), "units": site.units, "since_step": site.steps[start],
-                            "mean_activation": site.mean[-1]},
-                           "Check the layer's initialisation (He/Kaiming for ReLU; a large negative bias kills "
-                           "units), lower the learning rate, or use LeakyReLU/GELU"))
+        start = _persistent(shares, level, min(t.persist, len(shares)))
+        if start is not None:
+            out.append(make(site, shares[-1] or 0.0, site.steps[start]))
     return out
+
+
+def dead_units(records: RunRecords, t: Thresholds) -> list[Finding]:
+    return _persistent_shares(records, "dead", t.dead_share, t, lambda site, last, since: Finding(
+        "dead_units", [site.name], since,
+        f"{last:.0%} of the {site.units} units of {site.name} never fire (no positive value in a whole batch) "
+        f"since step {since}",
+        {"dead_share": _rounded(last), "units": site.units, "since_step": since, "mean_activation": site.mean[-1]},
+        "Check the layer's initialisation (He/Kaiming for ReLU; a large negative bias kills units), lower the "
+        "learning rate, or use LeakyReLU/GELU"))
 
 
 def saturation(records: RunRecords, t: Thresholds) -> list[Finding]:
-    out = []
-    for site in records.sites.values():
-        if not any(s is not None for s in site.saturated):
-            continue
-        start = _persistent(site.saturated, t.saturated_share, min(t.persist, len(site.saturated)))
-        if start is None:
-            continue
-        last = site.saturated[-1] or 0.0
-        out.append(Finding("saturation", [site.name], site.steps[start],
-                           f"{last:.0%} of the values of {site.name} sit in the flat ends of the activation since "
-                           f"step {site.steps[start]}, where almost no gradient passes",
-                           {"saturated_share": _rounded(last), "since_step": site.steps[start]},
-                           "Normalise the layer's inputs (BatchNorm/LayerNorm), use smaller initial weights "
-                           "(Xavier/Glorot for sigmoid/tanh) or ReLU-family activations, lower the learning rate"))
-    return out
+    return _persistent_shares(records, "saturated", t.saturated_share, t, lambda site, last, since: Finding(
+        "saturation", [site.name], since,
+        f"{last:.0%} of the values of {site.name} sit in the flat ends of the activation since step {since}, "
+        f"where almost no gradient passes",
+        {"saturated_share": _rounded(last), "since_step": since},
+        "Normalise the layer's inputs (BatchNorm/LayerNorm), use smaller initial weights (Xavier/Glorot for "
+        "sigmoid/tanh) or ReLU-family activations, lower the learning rate"))
 
 
 def overfitting(records: RunRecords, t: Thresholds) -> list[Finding]:

@@ -13,15 +13,14 @@ Tables (long format, one row per figure, so any model's shape fits):
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from neurodbg.errors import RunError
+from neurodbg.sqlite_store import SqliteStore, connect
 
 DB_NAME = "run.db"
 KIND = "neurodbg-run"
@@ -45,10 +44,7 @@ ParamRow = tuple[int, str, float | None, float | None, float | None]
 SiteRow = tuple[int, str, float | None, float | None, float | None, float | None, int, int]
 
 
-class RunStore:
-    def __init__(self, directory: Path, conn: sqlite3.Connection) -> None:
-        self.directory = directory
-        self.conn = conn
+class RunStore(SqliteStore):
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -70,9 +66,7 @@ class RunStore:
             except OSError as exc:
                 raise RunError(f"cannot create the run directory {path}: {exc.strerror or exc}") from None
         try:
-            conn = sqlite3.connect(db, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = connect(db)
             store = cls(path, conn)
             if create:
                 conn.executescript(SCHEMA)
@@ -103,38 +97,9 @@ class RunStore:
         if version is None or int(version) != SCHEMA_VERSION:
             raise RunError(f"run schema version {version} is not supported (this neurodbg reads {SCHEMA_VERSION})")
 
-    def close(self) -> None:
-        self.conn.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-
-    # -- meta -------------------------------------------------------------------------------
-    def get(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def meta(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in self.conn.execute("SELECT key, value FROM meta ORDER BY key"):
-            try:
-                out[key] = json.loads(value)
-            except json.JSONDecodeError:
-                out[key] = value
-        return out
-
     def set_meta(self, **values: Any) -> None:
         with self.transaction() as conn:
-            for key, value in values.items():
-                text = value if isinstance(value, str) else json.dumps(value)
-                conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, text))
+            self.put_meta(conn, **values)
 
     # -- writing ----------------------------------------------------------------------------
     def append(self, steps: Sequence[tuple[int, float]], scalars: Sequence[ScalarRow], params: Sequence[ParamRow],
@@ -145,9 +110,7 @@ class RunStore:
             conn.executemany("INSERT OR REPLACE INTO scalars VALUES (?, ?, ?)", scalars)
             conn.executemany("INSERT OR REPLACE INTO params VALUES (?, ?, ?, ?, ?)", params)
             conn.executemany("INSERT OR REPLACE INTO sites VALUES (?, ?, ?, ?, ?, ?, ?, ?)", sites)
-            for key, value in {**(meta or {}), "last_flush": time.time()}.items():
-                conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                             (key, value if isinstance(value, str) else json.dumps(value)))
+            self.put_meta(conn, **(meta or {}), last_flush=time.time())
 
     def add_break(self, step: int, reason: str, module: str | None, detail: str, directory: str) -> None:
         with self.transaction() as conn:
