@@ -14,10 +14,11 @@ import threading
 from typing import Any, NamedTuple
 
 from neurodbg.train.run_store import ParamRow, RunStore, ScalarRow, SiteRow
-from neurodbg.train.site_stats import Kind, summarise
+from neurodbg.train.site_stats import Kind, StepSums, read_step, summarise
 
-# (site, kind, sum, sum of squares, values, fired units, saturated values, non-finite values, units)
-SiteFigures = tuple[str, Kind, float, float, int, int, float | None, int, int]
+# (site, kind, (sum, sum of squares, values, fired units, saturated values) or the step's host-side
+# accumulator to read them from, non-finite values, units)
+SiteFigures = tuple[str, Kind, tuple[float, float, int, int, float | None] | StepSums, int, int]
 
 
 class RawStep(NamedTuple):
@@ -60,7 +61,9 @@ def step_rows(raw: list[RawStep], scalars: list[ScalarRow]
         grads: list[float | None] = list(r.grad_norms) if r.grad_norms else [None] * n
         params.extend((r.step, name, _num(g), _num(w), _num(u))
                       for name, g, w, u in zip(r.names, grads, weights, ratios, strict=True))
-        for name, kind, total, squares, count, fired, saturated, bad, units in r.sites:
+        for name, kind, figures, bad, units in r.sites:
+            total, squares, count, fired, saturated = read_step([figures])[0] if isinstance(figures, StepSums) \
+                else figures
             mean, std, dead, sat = summarise(total, squares, count, fired, saturated, units, kind)
             sites.append((r.step, name, mean, std, dead, sat, bad, units))
     return steps, out_scalars, params, sites

@@ -78,12 +78,23 @@ class StepSums:
         self.reset()
 
     def reset(self) -> None:
-        self.calls: list[tuple[float | torch.Tensor, float | torch.Tensor]] = []    # (sum, sum of squares)
+        # (sum, sum of squares) per forward call; on the NumPy path of a ReLU site the "sum" is the
+        # units' column sums (an array, summed when the step is read)
+        self.calls: list[tuple[float | np.ndarray | torch.Tensor, float | torch.Tensor]] = []
         self.count = 0
-        self.peak: np.ndarray | torch.Tensor | None = None      # each unit's largest value
+        self.peak: np.ndarray | torch.Tensor | None = None      # each unit's largest value (or column sum)
         self.saturated: float | torch.Tensor | None = None
         self.values: list[torch.Tensor] = []
         self._units = 0
+
+    def fresh(self) -> StepSums:
+        """An empty accumulator for the same site (this one may still be read elsewhere)."""
+        return StepSums(self.kind, self.nonnegative)
+
+    @property
+    def on_host(self) -> bool:
+        """Whether every figure is already on the host (the NumPy path): reading them needs no sync."""
+        return not any(isinstance(q, torch.Tensor) for _, q in self.calls)
 
     def add(self, value: torch.Tensor) -> None:
         x = value.detach()
@@ -91,10 +102,11 @@ class StepSums:
             a = x.numpy()
         except (RuntimeError, TypeError):
             a = None
-        if a is not None and a.dtype in (np.float32, np.float64):
-            if a.ndim == 4:                                      # conv: channels are the units
-                a = np.moveaxis(a, 1, -1)
-            a = a.reshape(-1, a.shape[-1]) if a.ndim >= 2 else a.reshape(1, -1)
+        if a is not None and (a.dtype == np.float32 or a.dtype == np.float64):
+            if a.ndim != 2:
+                if a.ndim == 4:                                      # conv: channels are the units
+                    a = np.moveaxis(a, 1, -1)
+                a = a.reshape(-1, a.shape[-1]) if a.ndim >= 2 else a.reshape(1, -1)
             self.values.append(x)
             self.count += a.size
             self._units = a.shape[1]
@@ -110,16 +122,16 @@ class StepSums:
         flat = a.reshape(-1)
         with np.errstate(over="ignore", invalid="ignore"):     # overflow is found and redone in `exact`
             squares = float(np.dot(flat, flat))
-        if self.kind == "rectifier" and self.nonnegative:
-            columns = np.dot(_ones(a.shape[0], a.dtype), a)          # per-unit sums: > 0 iff the unit fired
-            self.calls.append((float(columns.sum()), squares))
-            self.peak = columns if self.peak is None else np.maximum(self.peak, columns)
-        else:
+            if self.nonnegative and self.kind == "rectifier":
+                columns = np.dot(_ones(a.shape[0], a.dtype), a)      # per-unit sums: > 0 iff the unit fired
+                self.calls.append((columns, squares))
+                self.peak = columns if self.peak is None else np.maximum(self.peak, columns)
+                return
             self.calls.append((float(np.dot(flat, _ones(flat.size, flat.dtype))), squares))
-            if self.kind == "rectifier":
-                peak = a.max(0)
-                self.peak = peak if self.peak is None else np.maximum(self.peak, peak)
-        if self.kind in ("sigmoid", "tanh"):
+        if self.kind == "rectifier":
+            peak = a.max(0)
+            self.peak = peak if self.peak is None else np.maximum(self.peak, peak)
+        elif self.kind != "other":
             sat = ((a < SATURATION) | (a > 1 - SATURATION)) if self.kind == "sigmoid" else (np.abs(a) > 1 - SATURATION)
             count = float(np.count_nonzero(sat))
             self.saturated = count + (self.saturated or 0.0)
@@ -139,7 +151,10 @@ class StepSums:
     def units(self) -> int:
         return self._units
 
-
+    def squares_finite(self) -> bool:
+        """On the host path: whether the step's sum of squares is finite (else some value is NaN or
+        infinite, or huge enough to overflow it: `nonfinite` and `exact` tell which)."""
+        return all(math.isfinite(q) for _, q in self.calls)
 
     def nonfinite(self) -> int:
         """How many values were NaN or infinite (asked only when the sums are not finite)."""
@@ -167,7 +182,7 @@ def read_step(sites: Sequence[StepSums]) -> list[tuple[float, float, int, int, f
     for one in sites:
         total = squares = 0.0
         for s, q in one.calls:
-            total += next(moved) if isinstance(s, torch.Tensor) else s
+            total += next(moved) if isinstance(s, torch.Tensor) else float(s.sum()) if isinstance(s, np.ndarray) else s
             squares += next(moved) if isinstance(q, torch.Tensor) else q
         if isinstance(one.peak, torch.Tensor):
             fired = int(next(fired_on_device))

@@ -114,6 +114,7 @@ class Watcher:
                            f"(or resume=True to continue it)")
         self.step = 0 if last is None else last + 1
         self._site_handles: list[RemovableHandle] = []
+        self._site_hooks: list[tuple[nn.Module, bool, Callable[..., None]]] | None = None
         self._handles: list[RemovableHandle] = []
         self._sums = {s.name: StepSums(self.kinds[s.name], isinstance(modules[s.module_path], NONNEGATIVE)
                                        and s.port == "output") for s in resolved}
@@ -217,13 +218,14 @@ class Watcher:
                 self._pre_handle = None
         want = self._recorded() and bool(self.sites)
         if want and not self._site_handles:
-            modules = dict(self.model.module.named_modules())
-            for site in self.sites:
-                module = modules[site.module_path]
-                if site.port == "output":
-                    self._site_handles.append(module.register_forward_hook(self._site_hook(site)))
-                else:
-                    self._site_handles.append(module.register_forward_pre_hook(self._site_input_hook(site)))
+            if self._site_hooks is None:        # built once: arming is then only the registrations
+                modules = dict(self.model.module.named_modules())
+                self._site_hooks = [(modules[site.module_path], site.port == "output",
+                                     self._site_hook(site) if site.port == "output" else self._site_input_hook(site))
+                                    for site in self.sites]
+            self._site_handles = [module.register_forward_hook(hook) if output
+                                  else module.register_forward_pre_hook(hook)
+                                  for module, output, hook in self._site_hooks]
         elif not want and self._site_handles:
             for handle in self._site_handles:
                 handle.remove()
@@ -278,21 +280,19 @@ class Watcher:
         if not recorded and not self.break_on.any:
             return
         names, params, grads = self._grads()
-        norms: list[float] = []
-        global_norm = None
-        if grads and (recorded or self.break_on.any):
-            norms = _norms(grads)
-            global_norm = math.sqrt(math.fsum(n * n for n in norms))
+        want_weights = recorded and bool(params) and (self.step < DENSE_START
+                                                       or (self.step // self.every) % self.weights_every == 0)
+        norms = _norms(grads + params if want_weights else grads) if grads or want_weights else []   # one call
+        weights = norms[len(grads):]
+        norms = norms[:len(grads)]
+        global_norm = math.sqrt(math.fsum(n * n for n in norms)) if grads else None
         if self.break_on.any:
             self._check_step(names, norms, global_norm)
-        weights: list[float] = []
-        if recorded and params and (self.step < DENSE_START or (self.step // self.every) % self.weights_every == 0):
-            weights = _norms(params)
-            if self.optimizer is not None:
-                with torch.no_grad():
-                    if self._snapshot is None or len(self._snapshot) != len(params):
-                        self._snapshot = [torch.empty_like(p) for p in params]
-                    torch._foreach_copy_(self._snapshot, params)
+        if want_weights and self.optimizer is not None:
+            with torch.no_grad():
+                if self._snapshot is None or len(self._snapshot) != len(params):
+                    self._snapshot = [torch.empty_like(p) for p in params]
+                torch._foreach_copy_(self._snapshot, params)
         if recorded:
             self._step_figures = (names, params, norms, weights, global_norm)
 
@@ -302,8 +302,8 @@ class Watcher:
         if was_recorded and hasattr(self, "_step_figures"):
             self._record_step()
         if self._order:
-            for name in self._order:
-                self._sums[name].reset()
+            for name in self._order:            # a fresh one: the writer may still read the old
+                self._sums[name] = self._sums[name].fresh()
             self._order = []
         self._in_step = False
         self._extra = ()
@@ -328,14 +328,21 @@ class Watcher:
         sites: list[SiteFigures] = []
         if self._order:
             sums = [self._sums[n] for n in self._order]
-            for name, one, (total, squares, count, fired, saturated) in zip(self._order, sums, read_step(sums),
-                                                                           strict=True):
-                bad = 0
-                if not (math.isfinite(total) and math.isfinite(squares)):
-                    bad = one.nonfinite()
-                    if bad == 0:                 # huge but finite values overflowed the float32 sums
-                        total, squares = one.exact()
-                sites.append((name, self.kinds[name], total, squares, count, fired, saturated, bad, one.units))
+            if all(one.on_host for one in sums):
+                # host figures: the writer thread reads them; here only the rare non-finite step is counted
+                for name, one in zip(self._order, sums, strict=True):
+                    bad = 0
+                    figures: StepSums | tuple[float, float, int, int, float | None] = one
+                    if not one.squares_finite():
+                        figures, bad = _finite_figures(one)
+                    one.values = []          # the writer must not keep the step's activations alive
+                    sites.append((name, self.kinds[name], figures, bad, one.units))
+            else:
+                for name, one, figures in zip(self._order, sums, read_step(sums), strict=True):
+                    bad = 0
+                    if not (math.isfinite(figures[0]) and math.isfinite(figures[1])):
+                        figures, bad = _finite_figures(one, figures)
+                    sites.append((name, self.kinds[name], figures, bad, one.units))
         self._buffer[0].append(RawStep(self.step, time.time(), global_norm, names, gnorms, wnorms, deltas, lrs,
                                        sites))
 
@@ -450,6 +457,17 @@ class Watcher:
         for handle in self._site_handles:
             handle.remove()
         self._site_handles = []
+
+
+def _finite_figures(one: StepSums, figures: tuple[float, float, int, int, float | None] | None = None
+                    ) -> tuple[tuple[float, float, int, int, float | None], int]:
+    """A step's figures whose float32 sums are not finite, and how many values are NaN or infinite:
+    when none is (huge values overflowed the sums) the sums are redone in float64."""
+    total, squares, count, fired, saturated = figures if figures is not None else read_step([one])[0]
+    bad = one.nonfinite()
+    if bad == 0:
+        total, squares = one.exact()
+    return (total, squares, count, fired, saturated), bad
 
 
 @torch.no_grad()
