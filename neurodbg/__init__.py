@@ -1,5 +1,10 @@
 """neurodbg: a debugger and microscope for neural networks."""
 
+# first: torchvision (which transformers imports whenever it is installed) must import cleanly
+from neurodbg.vision.torchvision_import import install_import_hook
+
+install_import_hook()
+
 from neurodbg.errors import (
     BreakpointHit,
     ConfigError,

@@ -75,3 +75,7 @@ class BreakpointHit(NeurodbgError):
     def __init__(self, message: str, hit: object = None) -> None:
         super().__init__(message)
         self.hit = hit
+
+
+class ImageError(NeurodbgError, ValueError):
+    """An image is missing, unreadable, too large, or of a shape the model cannot take."""

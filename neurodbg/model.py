@@ -4,7 +4,7 @@ trace entry point. It wraps the real module and never re-implements it."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -14,6 +14,7 @@ from neurodbg.errors import PromptError
 from neurodbg.sites.adapter import BoundAdapter, adapter_for
 from neurodbg.sites.resolve import SiteResolver
 from neurodbg.sites.site import Site
+from neurodbg.sites.structural import StructuralAdapter
 from neurodbg.trace.interventions import Intervention
 from neurodbg.trace.reducers import ReduceName
 from neurodbg.trace.tracer import Sink, Sources, Trace
@@ -21,12 +22,16 @@ from neurodbg.trace.tracer import Sink, Sources, Trace
 
 class Model:
     def __init__(self, module: nn.Module, tokenizer: Any = None, *, name: str | None = None,
-                 source: str | None = None) -> None:
+                 source: str | None = None, preprocess: Callable[[Any], torch.Tensor] | None = None,
+                 labels: list[str] | None = None) -> None:
         self.module = module
         self.tokenizer = tokenizer
+        # vision: a PIL image -> the [C, H, W] tensor the model takes, and the class names of its logits
+        self.preprocess = preprocess
+        self.labels = labels
         self.name = name or type(module).__name__
         self.source = source or self.name
-        self.adapter: BoundAdapter | None = adapter_for(module)
+        self.adapter: BoundAdapter | StructuralAdapter | None = adapter_for(module)
         self._resolver = SiteResolver(module, self.adapter)
         self._fingerprint: str | None = None
 
@@ -60,6 +65,10 @@ class Model:
     def resolve(self, spec: str | Iterable[str]) -> list[Site]:
         """Sites named by a canonical name, raw path (``path:input|output``) or pattern."""
         return self._resolver.resolve(spec)
+
+    def site(self, name: str) -> Site:
+        """The one site `name` names (a pattern naming several is an error)."""
+        return self._resolver.resolve_single(name)
 
     # -- text ---------------------------------------------------------------------------------
     @property

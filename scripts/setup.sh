@@ -12,7 +12,10 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   "${PIP[@]}" install torch==2.13.0
 fi
-"${PIP[@]}" install -e ".[test]"
+# and torch stays that build: a dependency asking for another torch (torchvision's newest release
+# does) gets the release that matches this one instead
+TORCH_VERSION="$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')"
+"${PIP[@]}" install -e ".[test]" -c <(echo "torch==${TORCH_VERSION}")
 .venv/bin/neurodbg models pull default
 .venv/bin/neurodbg corpus pull default
 # the browser tests drive Debian's Chromium through Playwright (no browser download)

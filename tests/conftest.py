@@ -10,11 +10,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")       # tests never touch a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+# before any test module imports transformers (which imports torchvision): neurodbg's torchvision hook
+import neurodbg
+
 
 @pytest.fixture(scope="session")
 def default_model():
-    import neurodbg
-
     return neurodbg.load_model("default", progress=False)
 
 

@@ -11,6 +11,7 @@ from neurodbg.cli import (
     atlas_cmd,
     corpus_cmd,
     describe_cmd,
+    diff_cmd,
     inspect_cmd,
     lens_cmd,
     models_cmd,
@@ -19,6 +20,7 @@ from neurodbg.cli import (
     scan_cmd,
     serve_cmd,
     trace_cmd,
+    vision_cmd,
 )
 from neurodbg.errors import NeurodbgError
 
@@ -36,11 +38,13 @@ app.command("lens")(lens_cmd.lens)
 app.command("attention")(lens_cmd.attention)
 app.command("patch")(lens_cmd.patch)
 app.command("vector")(lens_cmd.vector)
+app.command("diff")(diff_cmd.diff)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(corpus_cmd.app, name="corpus")
 app.add_typer(atlas_cmd.app, name="atlas")
 app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(vision_cmd.app, name="vision")
 
 EXIT_BAD_INPUT = 2
 

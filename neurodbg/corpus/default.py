@@ -21,7 +21,7 @@ from neurodbg.corpus.builders import BUILDERS, Document
 from neurodbg.corpus.catalogue import CorpusEntry, entries, lookup
 from neurodbg.corpus.files import FilesSource
 from neurodbg.errors import CorpusError
-from neurodbg.models.provision import _cache_lock, _staging
+from neurodbg.models.provision import cache_lock, staging_dir
 from neurodbg.progress import count_progress
 
 MANIFEST = "manifest.json"
@@ -64,7 +64,7 @@ def pull(name: str = "default", *, force: bool = False, progress: bool = True) -
     target = cached_dir(entry)
     if is_ready(entry) and not force:
         return target
-    with _cache_lock(target.parent):
+    with cache_lock(target.parent):
         if is_ready(entry) and not force:
             return target  # another process finished it while we waited
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pull-") as work:
@@ -92,7 +92,7 @@ def _build(entry: CorpusEntry, target: Path, work: Path, *, progress: bool) -> N
                         "version": built.version, "origin": built.origin, "documents": len(built.documents),
                         "chars": sum(len(d.text) for d in built.documents)})
     random.Random(entry.seed).shuffle(mixed)
-    with _staging(target) as staging:
+    with staging_dir(target) as staging:
         shards = _write_shards(mixed, staging / SHARDS, entry.shard_bytes, progress=progress)
         manifest = {"format": FORMAT, "name": entry.name, "description": entry.description, "recipe": entry.recipe,
                     "seed": entry.seed, "documents": len(mixed), "chars": sum(s["chars"] for s in sources),

@@ -21,11 +21,22 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 
 def load_model(source: str | os.PathLike[str] | nn.Module = "default", *, tokenizer: Any = None,
                device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-               attn_implementation: str | None = None, progress: bool = True) -> Model:
-    """Load `source` and return it wrapped as a `Model` in eval mode."""
+               attn_implementation: str | None = None, progress: bool = True,
+               weights: str | os.PathLike[str] | None = None) -> Model:
+    """Load `source` and return it wrapped as a `Model` in eval mode. Vision models by name
+    (`digits`, torchvision's `resnet18` …) take an optional `weights` file."""
     if isinstance(source, nn.Module):
         return Model(source, tokenizer, name=type(source).__name__)
     text = os.fspath(source)
+    from neurodbg.vision.zoo import is_vision_name, load_vision_model
+
+    if catalogue.lookup(text) is None and is_vision_name(text):
+        model = load_vision_model(text, weights=weights, progress=progress)
+        if device is not None:
+            model.module.to(device)
+        return model
+    if weights is not None:
+        raise ModelLoadError("--weights goes with a vision model name (digits, resnet18, vit_b_16, ...)")
     entry = catalogue.lookup(text)
     path = Path(text).expanduser()
     if entry is not None and not path.exists():
@@ -43,7 +54,28 @@ def load_model(source: str | os.PathLike[str] | nn.Module = "default", *, tokeni
     else:
         model_dir, name, label = Path(text), text, text  # a hub id
     module, tok = _load_hf(model_dir, label, device=device, dtype=dtype, attn_implementation=attn_implementation)
-    return Model(module, tokenizer or tok, name=name, source=label)
+    preprocess, labels = _image_processing(model_dir, module) if tok is None and tokenizer is None else (None, None)
+    return Model(module, tokenizer or tok, name=name, source=label, preprocess=preprocess, labels=labels)
+
+
+def _image_processing(model_dir: Path, module: nn.Module) -> tuple[Any, list[str] | None]:
+    """A Hugging Face vision model's preprocessing (its AutoImageProcessor) and class names."""
+    config = getattr(module, "config", None)
+    if getattr(config, "num_channels", None) is None:
+        return None, None
+    try:
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(str(model_dir))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+
+    def preprocess(image: Any) -> torch.Tensor:
+        return processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    id2label = getattr(config, "id2label", None) or {}
+    labels = [str(id2label.get(i, id2label.get(str(i), i))) for i in range(len(id2label))] or None
+    return preprocess, labels
 
 
 def _looks_like_path(text: str) -> bool:

@@ -34,7 +34,7 @@ def cached_dir(entry: CatalogueEntry) -> Path:
 
 
 @contextmanager
-def _cache_lock(root: Path) -> Iterator[None]:
+def cache_lock(root: Path) -> Iterator[None]:
     """One provisioning process at a time; under the lock, leftovers of killed
     runs (hidden staging dirs) are safe to delete."""
     root.mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,7 @@ def pull(entry: CatalogueEntry, *, progress: bool = True, force: bool = False) -
     target = cached_dir(entry)
     if is_ready(target) and not force:
         return target
-    with _cache_lock(target.parent):
+    with cache_lock(target.parent):
         if is_ready(target) and not force:
             return target  # another process finished it while we waited
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".pull-") as work:
@@ -72,7 +72,7 @@ def cached_gguf(gguf: Path, *, progress: bool = True) -> Path:
     digest = sha256_of(gguf, progress=progress, label=f"hashing {gguf.name}")
     target = paths.models_dir() / f"gguf-{gguf.stem}-{digest[:16]}"
     if not is_ready(target):
-        with _cache_lock(target.parent):
+        with cache_lock(target.parent):
             if not is_ready(target):
                 _convert_into(gguf, target, source={"gguf": str(gguf.resolve()), "sha256": digest},
                               progress=progress)
@@ -89,7 +89,7 @@ def sha256_of(path: Path, *, progress: bool = False, label: str = "hashing") -> 
 
 
 @contextmanager
-def _staging(target: Path) -> Iterator[Path]:
+def staging_dir(target: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     staging.chmod(0o755)
     try:
@@ -139,7 +139,7 @@ def _convert_into(gguf: Path, target: Path, *, source: dict[str, str], progress:
     with torch.no_grad():
         if not torch.equal(plain(probe).logits, quantised(probe).logits):
             raise ModelLoadError(f"converted copy of {gguf.name} does not reproduce its logits")
-    with _staging(target) as staging:
+    with staging_dir(target) as staging:
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         meta = {"source": source, "format": "safetensors", "dtype": "float32"}

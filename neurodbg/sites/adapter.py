@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from neurodbg.sites.site import Port, Site
+from neurodbg.sites.structural import StructuralAdapter, structural_adapter_for
 
 # Per-layer site name -> (path relative to the layer, port, tuple element).
 LayerMap = dict[str, tuple[str, Port, int]]
@@ -112,20 +113,20 @@ def families() -> dict[str, Adapter]:
     return dict(_REGISTRY)
 
 
-def adapter_for(model: nn.Module) -> BoundAdapter | None:
-    """The bound adapter for a Hugging Face model, or None for an unknown one."""
+def adapter_for(model: nn.Module) -> BoundAdapter | StructuralAdapter | None:
+    """The bound adapter for a Hugging Face model, a structural one for a recognised vision model,
+    or None for an unknown one."""
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    if model_type is None:
-        return None
     for adapter in families().values():
-        if model_type in adapter.model_types:
+        if model_type is not None and model_type in adapter.model_types:
             try:
                 return adapter.bind(model)
             except ValueError:
                 return None
-    return None
+    return structural_adapter_for(model)
 
 
 def supported_families_text() -> str:
-    return "; ".join(f"{a.family} ({', '.join(a.model_types)})" for a in families().values())
+    return "; ".join(f"{a.family} ({', '.join(a.model_types)})" for a in families().values()) + \
+        "; vision: the digits CNN, torchvision ResNet, ConvNeXt and ViT, Hugging Face resnet and convnext"

@@ -10,10 +10,11 @@ from neurodbg.errors import UnknownSiteError, UnsupportedArchitectureError
 from neurodbg.sites.adapter import BoundAdapter, supported_families_text
 from neurodbg.sites.patterns import is_pattern, matches
 from neurodbg.sites.site import Site, parse_raw
+from neurodbg.sites.structural import StructuralAdapter
 
 
 class SiteResolver:
-    def __init__(self, model: nn.Module, adapter: BoundAdapter | None) -> None:
+    def __init__(self, model: nn.Module, adapter: BoundAdapter | StructuralAdapter | None) -> None:
         self.model = model
         self.adapter = adapter
         self._modules = {name for name, _ in model.named_modules()}
@@ -71,6 +72,8 @@ class SiteResolver:
         return [Site(spec, path, port, index)]
 
     def _hint(self) -> str:
+        if isinstance(self.adapter, StructuralAdapter):
+            return self.adapter.hint()
         n = self.adapter.n_layers if self.adapter else 0
         kinds = sorted({name.split(".", 2)[2] for name in self.canonical if name.startswith("layers.")})
         return (f"this model has layers 0-{n - 1} with sites {', '.join(kinds)}, "

@@ -28,6 +28,9 @@ class Site:
     editable: bool = True
     needs_eager_attention: bool = False
     token_axis: int = 1   # attention patterns [batch, head, query, key] use 2
+    # convolution outputs [batch, channels, H, W]: the channels are the neurons and the H*W spatial
+    # positions (row-major) play the tokens' part in interventions
+    channel_axis: int | None = None
 
     @property
     def is_raw(self) -> bool:

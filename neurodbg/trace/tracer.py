@@ -80,6 +80,7 @@ class Trace:
         self._seen = 0              # tokens consumed by earlier steps of a cached generation
         self._step_offset = 0       # absolute position of the current step's first token
         self._max_position: dict[str, int] = {}
+        self._positions_of: dict[str, int] = {}     # spatial positions of a convolution site (its "tokens")
         self.output: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -182,6 +183,7 @@ class Trace:
         self._generating = generating
         self._seen = 0
         self._max_position.clear()
+        self._positions_of.clear()
 
     # -- hooks -------------------------------------------------------------------------------
     def _on_root_start(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -204,14 +206,17 @@ class Trace:
     def _process(self, site: Site, value: torch.Tensor, capture: Capture | None,
                  edits: list[Intervention]) -> torch.Tensor | None:
         """Apply this site's edits, record the result; None when nothing changed."""
-        if value.dim() >= 3:
-            self._max_position[site.name] = self._step_offset + value.shape[site.token_axis] - 1
-        prompt_len = self.prompt_len or (value.shape[1] if value.dim() >= 3 else 1)
-        edited = value
-        for iv in edits:
-            source = self.sources[iv.source].get(site.name) if isinstance(iv, Patch) else None
-            edited = apply_edit(iv, edited, site_name=site.name, offset=self._step_offset,
-                                prompt_len=prompt_len, source=source)
+        if site.channel_axis == 1 and value.dim() == 4:
+            edited = self._edit_channels(site, value, edits)
+        else:
+            if value.dim() >= 3:
+                self._max_position[site.name] = self._step_offset + value.shape[site.token_axis] - 1
+            prompt_len = self.prompt_len or (value.shape[1] if value.dim() >= 3 else 1)
+            edited = value
+            for iv in edits:
+                source = self.sources[iv.source].get(site.name) if isinstance(iv, Patch) else None
+                edited = apply_edit(iv, edited, site_name=site.name, offset=self._step_offset,
+                                    prompt_len=prompt_len, source=source)
         if capture is not None:
             if self._sink is not None:
                 self._sink(site.name, edited)
@@ -220,6 +225,29 @@ class Trace:
         if site.name == self._stop_site:
             raise _StopForward
         return edited if edits else None
+
+    def _edit_channels(self, site: Site, value: torch.Tensor, edits: list[Intervention]) -> torch.Tensor:
+        """Edits of a convolution output [B, C, H, W]: applied to its [B, H*W, C] view, where the
+        channels are the neurons and the spatial positions (row-major) the tokens; read back in
+        the module's own layout."""
+        b, c, h, w = value.shape
+        self._max_position[site.name] = h * w - 1
+        self._positions_of[site.name] = h * w
+        if not edits:
+            return value
+
+        def flat(x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(2).transpose(1, 2)
+
+        edited = flat(value)
+        for iv in edits:
+            source = self.sources[iv.source].get(site.name) if isinstance(iv, Patch) else None
+            if source is not None and source.dim() == 4:
+                source = flat(source)
+            edited = apply_edit(iv, edited, site_name=site.name, offset=0, prompt_len=h * w, source=source)
+        # back in the module's own memory layout: a channels-last view would send the next layer
+        # down another kernel, whose rounding differs
+        return torch.empty_like(value).copy_(edited.transpose(1, 2).reshape(b, c, h, w))
 
     def _output_hook(self, site: Site, capture: Capture | None, edits: list[Intervention]) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
@@ -250,8 +278,8 @@ class Trace:
         for iv in self.interventions:
             if not isinstance(iv.tokens, list) or not iv.tokens:
                 continue
-            wanted = absolute_tokens(iv.tokens, self.prompt_len)
             for site in self.model.resolve(iv.site):
+                wanted = absolute_tokens(iv.tokens, self._positions_of.get(site.name, self.prompt_len))
                 last = self._max_position.get(site.name)
                 if last is not None and (max(wanted) > last or min(wanted) < 0):
                     bad = max(wanted) if max(wanted) > last else min(wanted)

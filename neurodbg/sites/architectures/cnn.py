@@ -1,0 +1,109 @@
+"""Convolutional classifiers. A channel of a convolution's output is a neuron, its
+feature map that neuron's per-position activation (as tokens are for text). The
+canonical sites follow a ResNet's layout in every family:
+
+    stem                      the input stage (convolution, and pooling where the family has it)
+    stages.{s}.blocks.{b}.out the output of block b of stage s
+    pool                      the pooled features the classifier reads
+    logits                    the class scores
+
+Families: the embedded `digits` CNN, torchvision's ResNet and ConvNeXt, and
+Hugging Face's ResNet and ConvNeXt (`model_type` resnet, convnext)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from neurodbg.sites.structural import StructuralAdapter, register_matcher, site_map
+
+
+def _blocks(modules: dict[str, nn.Module], stages: list[str], inner: str = "") -> list[tuple[str, str]]:
+    """stages.{s}.blocks.{b}.out for each child block of each stage path."""
+    out = []
+    for s, stage in enumerate(stages):
+        container = modules[f"{stage}.{inner}" if inner else stage]
+        for b, (child, _) in enumerate(container.named_children()):
+            out.append((f"stages.{s}.blocks.{b}.out", f"{stage}.{inner + '.' if inner else ''}{child}"))
+    return out
+
+
+def _adapter(family: str, stem: str, blocks: list[tuple[str, str]], pool: str | None, logits: str | None
+             ) -> StructuralAdapter:
+    entries = [("stem", stem), *blocks]
+    entries += [(name, path) for name, path in (("pool", pool), ("logits", logits)) if path]
+    return StructuralAdapter(family, site_map(entries))
+
+
+@register_matcher
+def digits_cnn(module: nn.Module) -> StructuralAdapter | None:
+    from neurodbg.vision.digits_cnn import DigitsCNN
+
+    if not isinstance(module, DigitsCNN):
+        return None
+    modules = dict(module.named_modules())
+    stages = [f"stages.{s}" for s in range(len(module.stages))]
+    return _adapter("digits-cnn", "stem", _blocks(modules, stages, "blocks"), "pool", "logits")
+
+
+def _is_torchvision(module: nn.Module, class_name: str) -> bool:
+    cls = type(module)
+    return cls.__name__ == class_name and cls.__module__.startswith("torchvision.models")
+
+
+@register_matcher
+def torchvision_resnet(module: nn.Module) -> StructuralAdapter | None:
+    if not _is_torchvision(module, "ResNet"):
+        return None
+    modules = dict(module.named_modules())
+    stages = [name for name in ("layer1", "layer2", "layer3", "layer4") if name in modules]
+    return _adapter("resnet", "maxpool", _blocks(modules, stages), "avgpool", "fc")
+
+
+@register_matcher
+def torchvision_convnext(module: nn.Module) -> StructuralAdapter | None:
+    if not _is_torchvision(module, "ConvNeXt"):
+        return None
+    modules = dict(module.named_modules())
+    # features: the stem, then stages (runs of CNBlocks) and the downsampling layers between them
+    stages = [f"features.{i}" for i, child in enumerate(module.features)    # type: ignore[arg-type]
+              if i > 0 and any(type(c).__name__ == "CNBlock" for c in child.children())]
+    return _adapter("convnext", "features.0", _blocks(modules, stages), "avgpool", "classifier")
+
+
+def _hf_base(module: nn.Module, model_type: str, base_name: str) -> tuple[dict[str, nn.Module], str] | None:
+    config = getattr(module, "config", None)
+    if getattr(config, "model_type", None) != model_type:
+        return None
+    modules = dict(module.named_modules())
+    base = base_name if f"{base_name}.encoder" in modules else ""
+    return modules, base
+
+
+def _join(base: str, path: str) -> str:
+    return f"{base}.{path}" if base else path
+
+
+def _hf_stages(modules: dict[str, nn.Module], base: str) -> list[str]:
+    stages = modules[_join(base, "encoder.stages")]
+    return [_join(base, f"encoder.stages.{s}") for s in range(len(stages))]   # type: ignore[arg-type]
+
+
+@register_matcher
+def hf_resnet(module: nn.Module) -> StructuralAdapter | None:
+    found = _hf_base(module, "resnet", "resnet")
+    if found is None:
+        return None
+    modules, base = found
+    return _adapter("resnet", _join(base, "embedder"), _blocks(modules, _hf_stages(modules, base), "layers"),
+                    _join(base, "pooler"), "classifier" if "classifier" in modules else None)
+
+
+@register_matcher
+def hf_convnext(module: nn.Module) -> StructuralAdapter | None:
+    found = _hf_base(module, "convnext", "convnext")
+    if found is None:
+        return None
+    modules, base = found
+    pool = _join(base, "layernorm") if _join(base, "layernorm") in modules else None    # normalised pooled features
+    return _adapter("convnext", _join(base, "embeddings"), _blocks(modules, _hf_stages(modules, base), "layers"),
+                    pool, "classifier" if "classifier" in modules else None)

@@ -1,0 +1,1 @@
+"""Vision models: images in, feature maps, top images per channel, activation maximisation."""
