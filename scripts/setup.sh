@@ -16,6 +16,13 @@ fi
 # does) gets the release that matches this one instead
 TORCH_VERSION="$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')"
 "${PIP[@]}" install -e ".[test]" -c <(echo "torch==${TORCH_VERSION}")
+# PyPI's torchvision is built for CUDA torch: beside a CPU torch its operator library cannot load and
+# `import torchvision` fails — and transformers imports it everywhere. A start-up hook of this
+# environment (standard library only; see neurodbg/vision/torchvision_hook.py) fixes it for every
+# process, `transformers serve` and Ray workers included
+SITE="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+cp neurodbg/vision/torchvision_hook.py "$SITE/_neurodbg_torchvision_hook.py"
+echo "import _neurodbg_torchvision_hook; _neurodbg_torchvision_hook.install()" > "$SITE/_neurodbg_torchvision_hook.pth"
 .venv/bin/neurodbg models pull default
 .venv/bin/neurodbg corpus pull default
 # the browser tests drive Debian's Chromium through Playwright (no browser download)

@@ -394,3 +394,46 @@ def test_vision_transformers_get_language_model_site_names() -> None:
 def test_torchvision_vit_b_16_by_name() -> None:
     model = neurodbg.load_model("vit_b_16", progress=False)
     assert model.n_layers == 12 and "layers.11.mlp.act" in model.sites and model.family == "vit"
+
+
+def test_inspect_a_vision_model(digits) -> None:
+    from neurodbg.inspect.report import report_model
+
+    report = report_model(digits).to_dict()
+    assert report["total_params"] == sum(p.numel() for p in digits.module.parameters()) == 70_122
+    assert report["tree"]["children"][0]["output_shape"] == [1, 16, 8, 8]   # the stem, from one probe picture
+    vit = report_model(neurodbg.load_model("vit_b_16", progress=False)).to_dict()
+    assert vit["n_layers"] == 12 and vit["neurons_per_layer"] == 3072
+
+
+def test_cli_vision_trace_with_an_intervention(digits, digit_images, tmp_path: Path) -> None:
+    image = str(digit_images[sorted(digit_images)[0]])
+    plain = json.loads(cli("vision", "trace", image, "--site", "stem", "--json", "--top", "16").stdout)
+    brightest = plain["brightest"]
+    edits = tmp_path / "edits.json"
+    edits.write_text(json.dumps([{"op": "ablate", "site": "stem", "neurons": [brightest]}]))
+    r = cli("vision", "trace", image, "--site", "stem", "--json", "--top", "16", "--intervene", str(edits))
+    assert r.returncode == 0, r.stderr
+    edited = {row["channel"]: row for row in json.loads(r.stdout)["top"]}
+    assert edited[brightest]["max"] == 0.0 and json.loads(r.stdout)["brightest"] != brightest
+    edits.write_text("[{")
+    r = cli("vision", "trace", image, "--intervene", str(edits))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize(("name", "family", "block_path"), [
+    ("vgg11", "vgg", "features.4"),                  # stage 1 is the convolution after the first pooling
+    ("mobilenet_v2", "mobilenet", "features.2"),     # the first strided inverted residual starts stage 1
+    ("mobilenet_v3_small", "mobilenet", "features.2"),
+    ("efficientnet_b0", "efficientnet", "features.2.0"),
+])
+def test_torchvision_families_staged_by_resolution(name: str, family: str, block_path: str) -> None:
+    model = neurodbg.load_model(name, progress=False)
+    assert model.family == family and model.sites[-1] == "logits"
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    tr = model.run(x, capture=model.sites)
+    assert torch.equal(tr["stages.1.blocks.0.out"][0], manual_output(model.module, block_path, x)[0])
+    with torch.no_grad():
+        assert torch.equal(tr.output, model.module(x))
+    sides = [int(tr[n].shape[-1]) for n in model.sites if n.startswith("stages.") and n.endswith("blocks.0.out")]
+    assert sides == sorted(sides, reverse=True) and len(set(sides)) >= 3     # each stage one resolution, falling

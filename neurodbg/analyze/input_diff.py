@@ -52,7 +52,7 @@ class InputDiff:
                                  "top": [d.to_dict() for d in rows]} for name, rows in self.top.items()}}
 
     def figure(self, path: str | Path) -> Path:
-        from neurodbg.viz.figures import plt
+        from neurodbg.viz.figures import plt, save_figure
 
         sites = list(self.top)[:8]
         fig, axes = plt.subplots(len(sites), 1, figsize=(10, 2.6 * len(sites) + 0.6), dpi=100, squeeze=False,
@@ -69,11 +69,7 @@ class InputDiff:
             ax.tick_params(labelsize=7)
         axes[0, 0].legend(fontsize=8)
         fig.suptitle(f"{self.model} · A: {_short(self.a)}  ·  B: {_short(self.b)}", fontsize=10)
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out)
-        plt.close(fig)
-        return out
+        return save_figure(fig, path)
 
 
 def _short(text: str, limit: int = 48) -> str:

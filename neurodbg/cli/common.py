@@ -6,12 +6,13 @@ import json
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from neurodbg.errors import NeurodbgError
+from neurodbg.errors import InterventionError, NeurodbgError
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalogue name, model dir, .gguf file or hub id.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
@@ -22,6 +23,18 @@ err_console = Console(stderr=True)
 
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def emit_result(result: Any, png: Any, json_out: bool) -> dict[str, Any] | None:
+    """A library result's dict, with its figure written where `png` says: printed as JSON (and None
+    returned) with `json_out`, else returned for the command to show."""
+    out: dict[str, Any] = result.to_dict()
+    if png:
+        out["png"] = str(result.figure(png))
+    if json_out:
+        emit_json(out)
+        return None
+    return out
 
 
 def finite(low: float | None = None, high: float | None = None) -> Callable[[str], float]:
@@ -73,3 +86,14 @@ def load(model: str, *, quiet: bool) -> Any:
 
     quiet_libraries()
     return load_model(model, progress=not quiet)
+
+
+def read_interventions(path: Path) -> list[Any]:
+    """An intervention JSON file's interventions (one clear error for an unreadable or malformed file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InterventionError(f"cannot read intervention file {path}: {exc}") from None
+    from neurodbg.trace.interventions import loads
+
+    return loads(text)

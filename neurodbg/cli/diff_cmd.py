@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from neurodbg.cli.common import JsonOpt, console, emit_json, load
+from neurodbg.cli.common import JsonOpt, console, emit_result, load
 
 
 def diff(
@@ -47,11 +47,8 @@ def diff(
         m = load(chosen, quiet=json_out)
     result = diff_inputs(m, *inputs, site or None, top=top, reduce=reduce, include_first=include_first)  # type: ignore[arg-type]
     result.a, result.b = a, b
-    out = result.to_dict()
-    if png:
-        out["png"] = str(result.figure(png))
-    if json_out:
-        emit_json(out)
+    out = emit_result(result, png, json_out)
+    if out is None:
         return
     table = Table("site", f"top {top} neurons: N<index> A → B", title=f"{m.name}: A={a!r} B={b!r} ({reduce})")
     for name, rows in result.top.items():

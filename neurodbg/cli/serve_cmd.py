@@ -30,6 +30,10 @@ def serve(
     max_prompt_tokens: Annotated[int, typer.Option(min=8, help="Longest prompt a client may send.")] = 1024,
     runs: Annotated[Path | None, typer.Option(help="A directory of training runs (neurodbg.watch) for the "
                                                    "Training view; followed live.")] = None,
+    vision: Annotated[str | None, typer.Option(help="A vision model for the Vision view: digits, a torchvision "
+                                                    "name or a model directory.")] = None,
+    vision_weights: Annotated[Path | None, typer.Option(help="Weights file for a torchvision --vision model.")]
+    = None,
 ) -> None:
     """Serve the Monitor in the browser: chat, token views, neurons, steering, lens, attention."""
     import uvicorn
@@ -48,8 +52,13 @@ def serve(
         raise NeurodbgError(f"no runs at {runs}: the directory does not exist")
     listener = _listen(host, port)        # before loading anything: a busy port is one clear line
     monitor = Monitor(load(model, quiet=False), atlas)
+    vision_model = None
+    if vision is not None:
+        from neurodbg.vision.zoo import open_vision_model
+
+        vision_model = open_vision_model(vision, weights=vision_weights)
     app = create_app(monitor, limits=Limits(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens),
-                     token=token, loopback_only=loopback, runs=runs)
+                     token=token, loopback_only=loopback, runs=runs, vision=vision_model)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{listener.getsockname()[1]}/" + (f"?token={token}" if token else "")
     sys.stderr.write(f"neurodbg: serving {monitor.model.name} on {url}\n")   # one unwrapped line: the link

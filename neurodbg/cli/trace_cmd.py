@@ -4,14 +4,13 @@ per site, optionally edit activations and draw heatmaps and bar charts."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, load
-from neurodbg.errors import InterventionError, NeurodbgError
-from neurodbg.trace.interventions import loads
+from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, load, read_interventions
+from neurodbg.errors import NeurodbgError
 
 
 def trace(
@@ -35,7 +34,7 @@ def trace(
 
     if polarity not in ("pos", "neg", "abs"):
         raise NeurodbgError(f"unknown polarity {polarity!r}; choose pos, neg or abs")
-    interventions = _read_interventions(intervene) if intervene else []
+    interventions = read_interventions(intervene) if intervene else []
     m = load(model, quiet=json_out)
     view = trace_view(m, prompt, site or ["layers.*.mlp.act"], top=top, polarity=polarity,  # type: ignore[arg-type]
                       include_first=include_first, interventions=interventions, chat=chat)
@@ -58,11 +57,3 @@ def trace(
     for key in ("png", "bar_png"):
         if key in result:
             console.print(f"wrote {result[key]}", markup=False)
-
-
-def _read_interventions(path: Path) -> list[Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InterventionError(f"cannot read intervention file {path}: {exc}") from None
-    return loads(text)

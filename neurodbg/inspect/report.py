@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from neurodbg.errors import NeurodbgError
 from neurodbg.inspect.memory import MemoryBill, inference_bill, training_bill
 from neurodbg.inspect.params import ParamCount, build_on_meta, count_module, load_config
@@ -87,12 +89,21 @@ def report_model(model: Model, settings: BillSettings | None = None, depth: int 
     settings = settings or BillSettings()
     params = count_module(model.module)
     shape_map: dict[str, list[int]] = {}
+    probe_input: Any = probe
     if model.tokenizer is not None:
         shape_map = probe_shapes(model.module, model.encode(probe).to(model.device))
+    elif model.preprocess is not None:           # a vision model: one mid-grey picture through its preprocessing
+        from PIL import Image
+
+        from neurodbg.vision.images import batch_of
+
+        probe_input = batch_of(model, [Image.new("RGB", (224, 224), (128, 128, 128))])
+        with torch.no_grad():
+            shape_map = probe_shapes(model.module, probe_input)
     neurons = None
     if model.adapter and "layers.0.mlp.act" in model.sites:
         try:
-            neurons = int(model.run(probe, capture="layers.0.mlp.act")["layers.0.mlp.act"].shape[-1])
+            neurons = int(model.run(probe_input, capture="layers.0.mlp.act")["layers.0.mlp.act"].shape[-1])
         except NeurodbgError:
             neurons = None
     return Report(name=model.name, family=model.family, params=params,

@@ -73,6 +73,9 @@ def _image_processing(model_dir: Path, module: nn.Module) -> tuple[Any, list[str
     def preprocess(image: Any) -> torch.Tensor:
         return processor(images=image, return_tensors="pt")["pixel_values"][0]
 
+    # its size and normalisation, for input_spec
+    preprocess.processor = processor        # type: ignore[attr-defined]
+
     id2label = getattr(config, "id2label", None) or {}
     labels = [str(id2label.get(i, id2label.get(str(i), i))) for i in range(len(id2label))] or None
     return preprocess, labels

@@ -26,11 +26,13 @@ from neurodbg.analyze.monitor import Monitor
 from neurodbg.analyze.prompt import Prompt
 from neurodbg.atlas import records
 from neurodbg.errors import NeurodbgError, NeuronIndexError, PromptError, RunError
+from neurodbg.model import Model
 from neurodbg.serve import schemas
 from neurodbg.serve.gate import Gate
 from neurodbg.serve.limits import Limits
 from neurodbg.serve.security import Guard
 from neurodbg.serve.streams import Cancelled, Emit, Workers, ndjson
+from neurodbg.serve.vision_routes import add_vision_routes
 from neurodbg.trace.interventions import dumps, parse_interventions
 from neurodbg.train.runs import list_runs, run_in, run_view
 
@@ -53,10 +55,11 @@ STATIC = files("neurodbg.serve") / "static"
 
 
 def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | None = None,
-               loopback_only: bool = True, runs: Path | None = None) -> FastAPI:
+               loopback_only: bool = True, runs: Path | None = None, vision: Model | None = None) -> FastAPI:
     """`token`: required from every client when given (always give one when not bound to loopback).
     `loopback_only`: answer only requests whose Host is loopback (when bound to 127.0.0.1).
-    `runs`: a directory of training runs for the Training view (clients name runs, never paths)."""
+    `runs`: a directory of training runs for the Training view (clients name runs, never paths).
+    `vision`: a vision model for the Vision view (uploaded images, never paths)."""
     limits = limits or Limits()
     gate = Gate()
     workers = Workers()
@@ -64,7 +67,10 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
     app = FastAPI(title="neurodbg", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json",
                   redoc_url=None, description="The Monitor over HTTP: chat, token views, the neurons behind a "
                                               "token, neuron pages, search, steering, logit lens, attention.")
-    app.add_middleware(Guard, token=token, loopback_only=loopback_only, max_body_bytes=limits.max_body_bytes)
+    # an uploaded image travels as base64 in JSON: with a vision model the body limit makes room for it
+    body_limit = limits.max_body_bytes if vision is None else max(limits.max_body_bytes,
+                                                                  (limits.max_image_bytes * 4) // 3 + 4096)
+    app.add_middleware(Guard, token=token, loopback_only=loopback_only, max_body_bytes=body_limit)
 
     @app.exception_handler(NeurodbgError)
     async def _bad_input(request: Request, exc: NeurodbgError) -> JSONResponse:
@@ -116,7 +122,8 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
             atlas["descriptions"] = len(view.descriptions())
         return {"model": model.name, "layers": len(model.resolve("layers.*.mlp.act")),
                 "chat_template": bool(getattr(model.tokenizer, "chat_template", None)), "atlas": atlas,
-                "limits": limits.to_dict(), "token_required": token is not None, "runs": runs is not None}
+                "limits": limits.to_dict(), "token_required": token is not None, "runs": runs is not None,
+                "vision": vision.name if vision is not None else None}
 
     summary = info()
     if monitor.view is not None and summary["atlas"]["descriptions"]:
@@ -291,6 +298,9 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
         if runs is None:
             raise NeurodbgError("this server has no training runs (start it with --runs DIR)")
         return finite(run_view(run_in(runs, name), most=points))
+
+    if vision is not None:
+        add_vision_routes(app, vision, limits)
 
     # -- the frontend -------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

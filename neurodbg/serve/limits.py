@@ -15,6 +15,8 @@ class Limits:
     max_neurons: int = 300                 # neurons per analysis or steering query
     max_results: int = 200                 # search hits
     max_attention_tokens: int = 256        # attention maps are T x T per head
+    max_image_bytes: int = 2 * 1024 * 1024   # an uploaded image, before base64 (the body limit grows to fit)
+    max_maximize_steps: int = 256          # activation maximisation per request
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

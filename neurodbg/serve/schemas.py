@@ -97,3 +97,16 @@ class LensRequest(Strict):
 class AttentionRequest(Strict):
     input: PromptInput
     layer: int = Field(ge=0, le=1000)
+
+
+class VisionTraceRequest(Strict):
+    """An uploaded image (base64 of the file's bytes) traced at one site of the vision model."""
+    image: str = Field(min_length=1, max_length=(CAPS.max_image_bytes * 4) // 3 + 8)
+    site: str = Field(default="logits", min_length=1, max_length=200)
+    top: int = Field(default=16, ge=1, le=64)
+
+
+class VisionMaximizeRequest(Strict):
+    site: str = Field(min_length=1, max_length=200)
+    channel: int = Field(ge=0, le=1_000_000)
+    steps: int = Field(default=128, ge=1, le=CAPS.max_maximize_steps)

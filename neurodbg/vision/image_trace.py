@@ -84,6 +84,20 @@ class ImageTrace:
             out["classes"] = self.classes(self.top)
         return out
 
+    def to_view(self, *, maps: int = 16, side: int = 64) -> dict[str, Any]:
+        """`to_dict` plus the strongest channels' feature maps as numbers (rounded; a map wider than
+        `side` is average-pooled down to it), for the web app to draw."""
+        out = self.to_dict()
+        shown = self.ranked()[:maps] if self.maps.dim() == 3 else []
+        for row in out["top"]:
+            c = row["channel"]
+            if c in shown:
+                grid = self.maps[c]
+                if max(grid.shape) > side:
+                    grid = torch.nn.functional.adaptive_avg_pool2d(grid[None, None], side)[0, 0]
+                row["map"] = [[round(float(v), 4) for v in line] for line in grid]
+        return out
+
     def figure(self, path: str | Path, *, channel: int | None = None, grid: int = 16) -> Path:
         from neurodbg.viz.vision import image_trace_figure
 

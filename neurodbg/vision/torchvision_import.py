@@ -1,77 +1,17 @@
-"""Make torchvision importable where its compiled operators cannot load.
-
-PyPI's torchvision wheels are built against CUDA builds of torch; beside a CPU-only
-torch (as on these machines, where the CPU wheel of torch comes from a local
-folder and download.pytorch.org is out of reach) their `_C` library fails to load,
-and `import torchvision` then fails on a registration for the `nms` operator that
-does not exist. transformers imports torchvision whenever it is installed, so
-without a fix every model import would fail, not only vision.
-
-The fix declares the two operator schemas that registration expects — schemas
-only, no kernels: detection operators stay unavailable and say so when called —
-and only when the library cannot load. `install_import_hook` (run by `import
-neurodbg`) applies it just before the first import of torchvision, whoever
-imports it; nothing happens, and torch is not imported, until then."""
+"""torchvision for neurodbg: the import hook (`torchvision_hook`, which `import
+neurodbg` installs) and `import_torchvision`, which fixes and imports it at once."""
 
 from __future__ import annotations
 
-import importlib.abc
 import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 from neurodbg.errors import ModelLoadError
-
-_SCHEMAS = ("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-            "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-_library: Any = None          # kept alive: dropping it would undo the definitions
-
-
-def declare_missing_ops() -> None:
-    """Declare torchvision's `nms` schemas when its operator library cannot load (idempotent)."""
-    global _library
-    if _library is not None or "torchvision" in sys.modules:
-        return
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    import torch
-
-    if _ops_load(Path(next(iter(spec.submodule_search_locations)))) or hasattr(torch.ops.torchvision, "nms"):
-        return
-    _library = torch.library.Library("torchvision", "DEF")
-    for schema in _SCHEMAS:
-        _library.define(schema)
-
-
-def _ops_load(folder: Path) -> bool:
-    import torch
-
-    for library in folder.glob("_C*.so"):
-        try:
-            torch.ops.load_library(str(library))
-            return True
-        except (OSError, RuntimeError):
-            return False
-    return False
-
-
-class _BeforeTorchvision(importlib.abc.MetaPathFinder):
-    """Runs `declare_missing_ops` when torchvision is first imported, then steps aside."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "torchvision":
-            if self in sys.meta_path:
-                sys.meta_path.remove(self)
-            declare_missing_ops()
-        return None
+from neurodbg.vision.torchvision_hook import declare_missing_ops, install
 
 
 def install_import_hook() -> None:
-    if "torchvision" not in sys.modules and not any(isinstance(f, _BeforeTorchvision) for f in sys.meta_path):
-        sys.meta_path.insert(0, _BeforeTorchvision())
+    install()
 
 
 def import_torchvision() -> ModuleType:

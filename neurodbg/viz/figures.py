@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -95,6 +96,15 @@ def attention_grid(patterns: dict[int, np.ndarray], tokens: Sequence[str], *, pa
     fig.suptitle(title + " (rows: query, columns: key)", fontsize=10)
     fig.tight_layout()
     out = Path(path)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write a figure as PNG (creating its folder) and free it."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
     return out

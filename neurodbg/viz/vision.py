@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from neurodbg.viz.figures import plt
+from neurodbg.viz.figures import plt, save_figure
 
 if TYPE_CHECKING:
     from neurodbg.vision.image_trace import ImageTrace
@@ -55,7 +55,4 @@ def image_trace_figure(trace: ImageTrace, path: Path, *, channel: int, grid: int
         ax.set_title(f"ch {c}  max {float(trace.maxima[c]):.3g}", fontsize=8)
         ax.axis("off")
     fig.suptitle(f"{trace.model} · {trace.site} · output {trace.shape}", fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

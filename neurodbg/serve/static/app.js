@@ -640,6 +640,7 @@ async function start() {
   $("#max-new").max = String(state.info.limits.max_new_tokens);
   if (!state.info.chat_template) $("#chat-mode").checked = false;
   $("#training-tab").hidden = !state.info.runs;
+  $("#vision-tab").hidden = !state.info.vision;
   if (!a) {
     for (const id of ["#search-input", "#steer-apply", "#steer-preview", 'input[value="activation"]']) $(id).disabled = true;
   }
@@ -808,4 +809,103 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#run-select").addEventListener("change", () => showRun($("#run-select").value));
   $("#run-follow").addEventListener("change", () => { if (training.name) showRun(training.name); });
   $('.tabs button[data-tab="training"]').addEventListener("click", loadRuns);
+});
+
+// -- vision --------------------------------------------------------------------------------------
+// The Vision view uploads an image's bytes (base64) to /api/vision/trace and draws what comes back:
+// the classes, the channels by their largest activation, and their feature maps on canvases; a
+// channel's maximisation picture comes from /api/vision/maximize. Text goes in through textContent.
+const vision = { info: null, image: null, url: null, trace: null };
+
+function heat(value, lo, hi) {
+  const t = hi > lo ? (value - lo) / (hi - lo) : 0;
+  return `hsl(${Math.round(260 - 200 * t)}, 70%, ${Math.round(15 + 55 * t)}%)`;
+}
+
+function mapCanvas(grid, size) {
+  const rows = grid.length, cols = grid[0].length;
+  const canvas = el("canvas", { width: String(size), height: String(Math.round(size * rows / cols)), class: "fmap" });
+  const ctx = canvas.getContext("2d");
+  const flat = grid.flat();
+  const lo = Math.min(...flat), hi = Math.max(...flat);
+  const cw = canvas.width / cols, ch = canvas.height / rows;
+  grid.forEach((line, r) => line.forEach((v, c) => { ctx.fillStyle = heat(v, lo, hi); ctx.fillRect(c * cw, r * ch, cw + 0.5, ch + 0.5); }));
+  return canvas;
+}
+
+async function loadVision() {
+  if (vision.info) return;
+  try {
+    vision.info = await fetchJson("/api/vision");
+    const blocks = vision.info.sites.filter((s) => s.startsWith("stages.") || s.endsWith("mlp.act"));
+    $("#vision-site").replaceChildren(...vision.info.sites.map((s) => el("option", { value: s }, s)));
+    $("#vision-site").value = blocks.length ? blocks[blocks.length - 1] : vision.info.sites[vision.info.sites.length - 1];
+    $("#vision-status").textContent = `${vision.info.model} · ${vision.info.source}`;
+  } catch (err) { showError(err.message); }
+}
+
+function readBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).split(",", 2)[1] || "");
+    reader.onerror = () => reject(new Error("cannot read the file"));
+    reader.readAsDataURL(file);
+  });
+}
+
+async function traceImage() {
+  const file = $("#vision-file").files[0];
+  if (!file) return;
+  if (vision.info && file.size > vision.info.max_image_bytes) {
+    showError(`the image is ${file.size.toLocaleString()} bytes; this server accepts at most ${vision.info.max_image_bytes.toLocaleString()}`);
+    return;
+  }
+  try {
+    vision.image = await readBase64(file);
+    if (vision.url) URL.revokeObjectURL(vision.url);
+    vision.url = URL.createObjectURL(file);
+    vision.trace = await api("/api/vision/trace", { image: vision.image, site: $("#vision-site").value, top: 16 }, "tracing the image");
+    renderVision(vision.trace);
+  } catch (err) { showError(err.message); }
+}
+
+function renderVision(t) {
+  const view = $("#vision-view");
+  const picture = el("img", { src: vision.url, alt: "the uploaded image", class: "vision-input" });
+  const classes = t.classes.length ? el("ol", { class: "classes" }, t.classes.map((c) => el("li", {}, `${c.label} `, el("span", { class: "muted" }, pct(c.prob))))) : null;
+  const rows = t.top.map((row) => el("tr", { class: row.channel === t.brightest ? "brightest" : "" },
+    el("td", {}, el("button", { type: "button", class: "link", dataset: { channel: String(row.channel) }, onclick: () => openChannel(row.channel) }, `channel ${row.channel}`)),
+    el("td", { class: "num" }, fmt(row.max)), el("td", { class: "num" }, fmt(row.mean)), el("td", {}, JSON.stringify(row.peak))));
+  const table = el("table", { class: "data" }, el("tr", {}, el("th", {}, "channel"), el("th", {}, "max"), el("th", {}, "mean"), el("th", {}, "peak")), rows);
+  const maps = t.top.filter((row) => row.map).map((row) => el("figure", { class: "fmap-cell" }, mapCanvas(row.map, 96),
+    el("figcaption", {}, `ch ${row.channel} · ${fmt(row.max, 2)}`)));
+  view.replaceChildren(
+    el("p", {}, `${t.site}: output ${JSON.stringify(t.shape)}, ${t.channels} channels; brightest: channel ${t.brightest}`),
+    el("div", { class: "vision-top" }, picture, classes), table,
+    maps.length ? el("div", { class: "fmap-grid" }, maps) : el("p", { class: "muted" }, "This site has no spatial maps."));
+  $("#vision-channel").replaceChildren();
+}
+
+async function openChannel(channel) {
+  const box = $("#vision-channel");
+  const row = vision.trace && vision.trace.top.find((r) => r.channel === channel);
+  box.replaceChildren(el("h3", {}, `${vision.trace.site} · channel ${channel}`), row && row.map ? el("div", {}, el("span", { class: "muted" }, "its feature map on this image "), mapCanvas(row.map, 160)) : null);
+  try {
+    const steps = Math.min(128, vision.info.max_maximize_steps);
+    const m = await api("/api/vision/maximize", { site: vision.trace.site, channel, steps }, `maximising channel ${channel}`);
+    const h = m.pixels.length, w = m.pixels[0].length;
+    const canvas = el("canvas", { width: String(w), height: String(h), class: "maximized" });
+    const ctx = canvas.getContext("2d");
+    const data = ctx.createImageData(w, h);
+    m.pixels.forEach((line, r) => line.forEach((px, c) => { const i = 4 * (r * w + c); data.data.set([px[0], px[1], px[2], 255], i); }));
+    ctx.putImageData(data, 0, 0);
+    box.append(el("div", { class: "maximized-box" }, canvas,
+      el("p", {}, `its favourite picture (activation maximisation, ${m.curve.length ? steps : 0} steps): objective ${fmt(m.objective)} — on the starting noise ${fmt(m.start_objective)}, on mid-grey ${fmt(m.grey_objective)}`)));
+  } catch (err) { showError(err.message); }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $('.tabs button[data-tab="vision"]').addEventListener("click", loadVision);
+  $("#vision-file").addEventListener("change", traceImage);
+  $("#vision-site").addEventListener("change", traceImage);
 });

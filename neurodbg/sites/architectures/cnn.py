@@ -7,8 +7,13 @@ canonical sites follow a ResNet's layout in every family:
     pool                      the pooled features the classifier reads
     logits                    the class scores
 
-Families: the embedded `digits` CNN, torchvision's ResNet and ConvNeXt, and
-Hugging Face's ResNet and ConvNeXt (`model_type` resnet, convnext)."""
+Families: the embedded `digits` CNN, torchvision's ResNet, ConvNeXt, VGG,
+MobileNet (v2, v3) and EfficientNet, and Hugging Face's ResNet and ConvNeXt
+(`model_type` resnet, convnext). Where a family has no stages of its own they
+are its runs of blocks at one resolution: VGG's convolutions between two
+poolings (a block is a convolution and its ReLU), MobileNet's inverted residuals
+from one strided block to the next. A family's last 1x1 convolution before the
+pooling (MobileNet, EfficientNet) has no canonical name; its raw path reads it."""
 
 from __future__ import annotations
 
@@ -68,6 +73,48 @@ def torchvision_convnext(module: nn.Module) -> StructuralAdapter | None:
     stages = [f"features.{i}" for i, child in enumerate(module.features)    # type: ignore[arg-type]
               if i > 0 and any(type(c).__name__ == "CNBlock" for c in child.children())]
     return _adapter("convnext", "features.0", _blocks(modules, stages), "avgpool", "classifier")
+
+
+def _strided(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) and max(m.stride) > 1 for m in module.modules())
+
+
+@register_matcher
+def torchvision_vgg(module: nn.Module) -> StructuralAdapter | None:
+    if not _is_torchvision(module, "VGG"):
+        return None
+    stages: list[list[str]] = [[]]
+    for i, child in enumerate(module.features):                # type: ignore[arg-type]
+        if isinstance(child, nn.MaxPool2d):
+            stages.append([])
+        elif isinstance(child, nn.ReLU):
+            stages[-1].append(f"features.{i}")
+    blocks = [(f"stages.{s}.blocks.{b}.out", path) for s, paths in enumerate(p for p in stages if p)
+              for b, path in enumerate(paths)]
+    return StructuralAdapter("vgg", site_map([*blocks, ("pool", "avgpool"), ("logits", "classifier")]))
+
+
+@register_matcher
+def torchvision_mobile(module: nn.Module) -> StructuralAdapter | None:
+    """MobileNet v2/v3 (inverted residuals, staged by stride) and EfficientNet (staged already)."""
+    kind = type(module).__name__
+    if kind not in ("MobileNetV2", "MobileNetV3", "EfficientNet") or not _is_torchvision(module, kind):
+        return None
+    features = list(module.features)                            # type: ignore[arg-type]
+    blocks: list[tuple[str, str]] = []
+    if kind == "EfficientNet":
+        for s, stage in enumerate(features[1:-1]):
+            blocks += [(f"stages.{s}.blocks.{b}.out", f"features.{s + 1}.{b}") for b in range(len(stage))]
+    else:
+        s, b = -1, 0
+        for i, block in enumerate(features[1:-1], start=1):
+            if s < 0 or _strided(block):
+                s, b = s + 1, 0
+            blocks.append((f"stages.{s}.blocks.{b}.out", f"features.{i}"))
+            b += 1
+    modules = dict(module.named_modules())
+    family = "efficientnet" if kind == "EfficientNet" else "mobilenet"
+    return _adapter(family, "features.0", blocks, "avgpool" if "avgpool" in modules else None, "classifier")
 
 
 def _hf_base(module: nn.Module, model_type: str, base_name: str) -> tuple[dict[str, nn.Module], str] | None:

@@ -1,0 +1,127 @@
+"""The web app's Vision view: uploaded images (bytes, never paths) traced on the digits
+CNN over a real HTTP server, and in a real headless Chromium an image uploaded, its
+channels and feature maps shown, a channel's maximisation picture drawn, and model
+text escaped."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_serve_browser import browser, new_page, shots  # noqa: F401  (fixtures shared with the browser tests)
+
+import neurodbg
+from neurodbg.vision.image_trace import trace_image
+
+
+@pytest.fixture(scope="module")
+def digits():
+    model = neurodbg.load_model("digits", progress=False)
+    model.labels = [f"<b>{d}</b>" for d in range(10)]          # model text the page must show, not render
+    return model
+
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from neurodbg.train.digits import digits_data
+
+    data = digits_data()
+    i = int((data.y_val == 4).nonzero()[0])
+    path = tmp_path_factory.mktemp("four") / "four.png"
+    pixels = (data.x_val[i].reshape(8, 8).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(pixels).resize((64, 64), Image.Resampling.NEAREST).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def vision_url(default_model: neurodbg.Model, digits) -> Iterator[str]:
+    from serving import running
+
+    from neurodbg.analyze.monitor import Monitor
+    from neurodbg.serve import Limits, create_app
+
+    with running(create_app(Monitor(default_model), vision=digits,
+                            limits=Limits(max_image_bytes=200_000, max_maximize_steps=64))) as url:
+        yield url
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_the_vision_api(vision_url: str, digits, four: Path) -> None:
+    info = httpx.get(f"{vision_url}/api/vision", timeout=60).json()
+    assert info["model"] == "digits" and "stages.1.blocks.1.out" in info["sites"]
+    assert httpx.get(f"{vision_url}/api/info", timeout=60).json()["vision"] == "digits"
+    r = httpx.post(f"{vision_url}/api/vision/trace", json={"image": b64(four), "site": "stages.0.blocks.1.out",
+                                                            "top": 8}, timeout=120)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    want = trace_image(digits, four, "stages.0.blocks.1.out", top=8).to_dict()
+    assert [t["channel"] for t in out["top"]] == [t["channel"] for t in want["top"]]
+    assert [t["max"] for t in out["top"]] == [t["max"] for t in want["top"]]
+    assert all(len(t["map"]) == 8 and len(t["map"][0]) == 8 for t in out["top"])
+    assert out["classes"][0]["label"] == "<b>4</b>" and out["image_size"] == [64, 64]
+    m = httpx.post(f"{vision_url}/api/vision/maximize", json={"site": "stem", "channel": 3, "steps": 16},
+                   timeout=120).json()
+    pixels = torch.tensor(m["pixels"], dtype=torch.float32)
+    assert pixels.shape == (8, 8, 3) and m["objective"] > m["grey_objective"]
+    assert httpx.post(f"{vision_url}/api/vision/maximize", json={"site": "stem", "channel": 3, "steps": 16},
+                      timeout=120).json() == m                                       # kept, not recomputed
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    ({"image": "not base64!", "site": "stem"}, 400, "not base64"),
+    ({"image": base64.b64encode(b"hello").decode(), "site": "stem"}, 400, "not an image Pillow can decode"),
+    ({"image": "IMAGE", "site": "nowhere"}, 400, "unknown site"),
+    ({"image": "IMAGE", "site": "stem", "top": 65}, 422, "top"),
+    ({"image": "IMAGE", "path": "/etc/passwd"}, 422, "path"),
+    ({"image": "BIG", "site": "stem"}, 400, "this server accepts at most 200,000"),
+    ({"image": "HUGE", "site": "stem"}, 413, "request body over"),
+])
+def test_bad_vision_requests(vision_url: str, four: Path, body: dict, status: int, message: str) -> None:
+    huge = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(huge, "PNG")
+    swap = {"IMAGE": b64(four), "BIG": base64.b64encode(b"\x89PNG" + bytes(200_997)).decode(),   # checked decoded
+            "HUGE": base64.b64encode(huge.getvalue()).decode()}                               # refused at the door
+    body = {k: swap.get(v, v) if isinstance(v, str) else v for k, v in body.items()}
+    r = httpx.post(f"{vision_url}/api/vision/trace", json=body, timeout=120)
+    assert r.status_code == status and message in r.json()["detail"], r.text
+
+
+def test_bad_maximize_requests(vision_url: str) -> None:
+    for body, status, message in (({"site": "stem", "channel": 16, "steps": 8}, 404, "channel 16 out of range"),
+                                  ({"site": "stem", "channel": 1, "steps": 65}, 400, "over this server's limit"),
+                                  ({"site": "stem", "channel": -1}, 422, "channel")):
+        r = httpx.post(f"{vision_url}/api/vision/maximize", json=body, timeout=120)
+        assert r.status_code == status and message in r.json()["detail"], (body, r.text)
+    r = httpx.get(f"{vision_url.replace('127.0.0.1', 'localhost')}/api/vision", timeout=60)
+    assert r.status_code == 200                                   # loopback names are fine; paths never taken
+
+
+def test_the_vision_view(browser, vision_url: str, four: Path, shots: Path) -> None:  # noqa: F811
+    page, errors = new_page(browser, vision_url)
+    page.wait_for_selector("#vision-tab:not([hidden])")
+    page.click('.tabs button[data-tab="vision"]')
+    page.wait_for_selector("#vision-site option", state="attached")
+    assert page.input_value("#vision-site") == "stages.1.blocks.1.out"
+    page.set_input_files("#vision-file", str(four))
+    page.wait_for_selector("#vision-view canvas.fmap")
+    view = page.locator("#vision-view")
+    assert "brightest: channel" in view.inner_text() and page.locator("#vision-view canvas.fmap").count() == 16
+    assert "<b>4</b>" in page.locator("ol.classes li").first.inner_text()      # shown as text, not bold
+    assert page.locator("ol.classes b").count() == 0
+    page.select_option("#vision-site", "stem")
+    page.wait_for_function("document.querySelector('#vision-view').textContent.includes('stem: output')")
+    page.locator("#vision-view button.link").first.click()
+    page.wait_for_selector("#vision-channel canvas.maximized")
+    assert "objective" in page.locator("#vision-channel").inner_text()
+    page.screenshot(path=str(shots / "vision.png"), full_page=True)
+    assert not errors, errors

@@ -1,0 +1,175 @@
+"""Activation maximisation and attribution maps for vision models, each checked
+against an independent computation (issue 21)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import neurodbg
+from neurodbg.errors import ImageError, NeuronIndexError
+from neurodbg.vision.attribution import attribute
+from neurodbg.vision.images import batch_of
+from neurodbg.vision.input_spec import input_spec
+from neurodbg.vision.maximize import FourierImage, maximize
+
+NEURODBG = str(Path(sys.executable).with_name("neurodbg"))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return neurodbg.load_model("digits", progress=False)
+
+
+@pytest.fixture(scope="module")
+def seven(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A held-out 7 of the digits as a 64x64 PNG."""
+    from neurodbg.train.digits import digits_data
+
+    data = digits_data()
+    i = int((data.y_val == 7).nonzero()[0])
+    path = tmp_path_factory.mktemp("seven") / "seven.png"
+    pixels = (data.x_val[i].reshape(8, 8).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(pixels).resize((64, 64), Image.Resampling.NEAREST).save(path)
+    return path
+
+
+def channel_mean(model, path: str, pixels: torch.Tensor, channel: int) -> float:
+    seen: list[torch.Tensor] = []
+    handle = dict(model.module.named_modules())[path].register_forward_hook(lambda m, a, o: seen.append(o))
+    try:
+        with torch.no_grad():
+            model.module(pixels)
+    finally:
+        handle.remove()
+    return float(seen[0][0, channel].mean())
+
+
+# -- activation maximisation -------------------------------------------------------------------------
+def test_maximising_a_class_makes_the_model_see_it(digits) -> None:
+    result = maximize(digits, "logits", 3, target="class", steps=96)
+    with torch.no_grad():
+        logits = digits.module(result.image[None])[0]
+    assert result.objective == float(logits[3])                  # the figure is the model's own logit
+    assert result.objective > result.start_objective + 10 and result.objective > result.grey_objective + 10
+    assert int(logits.argmax()) == 3 and float(torch.softmax(logits, -1)[3]) > 0.9
+    assert result.image.shape == (1, 8, 8) and float(result.image.min()) >= 0 and float(result.image.max()) <= 1
+    again = maximize(digits, "logits", 3, target="class", steps=96)
+    assert torch.equal(again.image, result.image)                 # seeded: the same picture
+
+
+def test_maximising_a_channel_and_a_unit(digits) -> None:
+    result = maximize(digits, "stages.1.blocks.1.out", 5, steps=64)
+    assert result.objective == pytest.approx(channel_mean(digits, "stages.1.blocks.1", result.image[None], 5),
+                                             rel=1e-6)
+    assert result.objective > 2 * max(result.start_objective, result.grey_objective)
+    unit = maximize(digits, "stages.0.blocks.0.out", 2, target="unit", position=[3, 4], steps=32)
+    seen: list[torch.Tensor] = []
+    handle = digits.module.stages[0].blocks[0].register_forward_hook(lambda m, a, o: seen.append(o))
+    with torch.no_grad():
+        digits.module(unit.image[None])
+    handle.remove()
+    assert unit.objective == pytest.approx(float(seen[0][0, 2, 3, 4]), rel=1e-6)
+
+
+def test_maximising_on_a_colour_model_goes_through_its_normalisation() -> None:
+    model = neurodbg.load_model("resnet18", progress=False)
+    spec = input_spec(model, size=32)
+    assert spec.channels == 3 and spec.mean == pytest.approx((0.485, 0.456, 0.406))
+    result = maximize(model, "stages.1.blocks.0.out", 7, steps=8, size=32)
+    normalised = spec.normalise(result.image[None])
+    assert result.objective == pytest.approx(channel_mean(model, "layer2.0", normalised, 7), rel=1e-5)
+    image = FourierImage(3, 16, generator=torch.Generator().manual_seed(0))().detach()
+    assert image.shape == (1, 3, 16, 16) and float(image.min()) >= 0 and float(image.max()) <= 1
+
+
+def test_maximisation_bad_input(digits) -> None:
+    with pytest.raises(NeuronIndexError, match="channel 64 out of range"):
+        maximize(digits, "stages.1.blocks.1.out", 64, steps=1)
+    with pytest.raises(NeuronIndexError, match="class 10 out of range"):
+        maximize(digits, "logits", 10, target="class", steps=1)
+    with pytest.raises(NeuronIndexError, match=r"position \[9, 0\] out of range"):
+        maximize(digits, "stem", 0, target="unit", position=[9, 0], steps=1)
+    with pytest.raises(ImageError, match="steps must be at least 1"):
+        maximize(digits, "stem", 0, steps=0)
+
+
+# -- attribution maps (Captum) against hand-computed ones ---------------------------------------------
+def test_saliency_equals_the_input_gradient(digits, seven) -> None:
+    result = attribute(digits, seven, method="saliency")
+    x = batch_of(digits, [seven]).requires_grad_(True)
+    digits.module(x)[0, 7].backward()
+    assert result.predicted == 7 and result.target == 7
+    assert torch.equal(result.map, x.grad[0].abs().amax(0))
+
+
+def test_integrated_gradients_are_complete(digits, seven) -> None:
+    result = attribute(digits, seven, method="integrated_gradients", steps=128)
+    x = batch_of(digits, [seven])
+    with torch.no_grad():
+        gain = float(digits.module(x)[0, 7] - digits.module(torch.zeros_like(x))[0, 7])
+    assert float(result.map.sum()) == pytest.approx(gain, abs=0.02 * abs(gain))
+    assert result.completeness_gap is not None and abs(result.completeness_gap) < 0.02 * abs(gain)
+
+
+def test_gradcam_equals_its_definition(digits, seven) -> None:
+    result = attribute(digits, seven, method="gradcam", target=1)
+    assert result.site == "stages.1.blocks.1.out" and result.target == 1
+    x = batch_of(digits, [seven])
+    seen: list[torch.Tensor] = []
+
+    def keep(module: torch.nn.Module, args: object, output: torch.Tensor) -> None:
+        output.retain_grad()
+        seen.append(output)
+
+    handle = digits.module.stages[1].blocks[1].register_forward_hook(keep)
+    try:
+        digits.module(x)[0, 1].backward()
+    finally:
+        handle.remove()
+    maps, grads = seen[0], seen[0].grad
+    cam = torch.relu((grads.mean((2, 3), keepdim=True) * maps).sum(1, keepdim=True))
+    want = torch.nn.functional.interpolate(cam, size=(8, 8), mode="bilinear")[0, 0]
+    assert torch.allclose(result.map, want, atol=1e-6)
+
+
+def test_attribution_bad_input(digits, seven) -> None:
+    with pytest.raises(NeuronIndexError, match="class 12 out of range"):
+        attribute(digits, seven, target=12)
+    with pytest.raises(ImageError, match="unknown attribution method"):
+        attribute(digits, seven, method="lime")  # type: ignore[arg-type]
+    with pytest.raises(ImageError, match="convolution site"):
+        attribute(digits, seven, method="gradcam", site="logits")
+
+
+# -- the command line ---------------------------------------------------------------------------------
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run([NEURODBG, *args], capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+def test_cli_maximize_and_attribute(digits, seven, tmp_path: Path) -> None:
+    r = cli("vision", "maximize", "--class", "3", "--steps", "48", "--json", "--png", str(tmp_path / "m.png"))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["target"] == "class" and out["objective"] > out["grey_objective"]
+    assert Image.open(out["png"]).format == "PNG"
+    r = cli("vision", "attribute", str(seven), "--method", "saliency", "--json", "--png", str(tmp_path / "a.png"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["predicted"] == 7 and Image.open(tmp_path / "a.png").format == "PNG"
+    for args, message in ((["vision", "maximize", "--class", "3", "--channel", "1"], "exactly one of"),
+                          (["vision", "maximize", "--site", "stem", "--channel", "99", "--steps", "1"],
+                           "channel 99 out of range"),
+                          (["vision", "maximize", "--site", "stem", "--channel", "1", "--unit", "a,b"], "--unit"),
+                          (["vision", "attribute", str(seven), "--method", "lime"], "unknown attribution method"),
+                          (["vision", "attribute", str(seven), "--class", "10"], "class 10 out of range")):
+        r = cli(*args)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
