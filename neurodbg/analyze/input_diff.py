@@ -94,9 +94,11 @@ def summarise(value: torch.Tensor, *, reduce: Reduce, channels_first: bool, firs
 
 
 def diff_inputs(model: Model, a: Any, b: Any, sites: Sequence[str] | None = None, *, top: int = 10,
-                reduce: Reduce = "max", include_first: bool = False) -> InputDiff:
+                reduce: Reduce = "max", include_first: bool = False,
+                labels: tuple[str, str] | None = None) -> InputDiff:
     """The neurons of `sites` that respond most differently to `a` and `b` (two images for a vision
-    model, two prompts for a language model)."""
+    model, two prompts for a language model). `labels` name the inputs in the result (default: the
+    prompts, or the images' paths)."""
     if reduce not in ("max", "mean"):
         raise NeurodbgError(f"unknown reduce {reduce!r}; choose max or mean")
     if top < 1:
@@ -107,24 +109,25 @@ def diff_inputs(model: Model, a: Any, b: Any, sites: Sequence[str] | None = None
     resolved = model.resolve(list(sites))
     names = [s.name for s in resolved]
     summaries: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-    labels = []
+    names_of: list[str] = []
     for one in (a, b):
         if images:
             from neurodbg.vision.images import batch_of, to_pil
 
             inputs: Any = batch_of(model, [to_pil(one)])
-            labels.append(str(one) if isinstance(one, (str, Path)) else type(one).__name__)
+            names_of.append(str(one) if isinstance(one, (str, Path)) else type(one).__name__)
         else:
             if not isinstance(one, str):
                 raise NeurodbgError(f"{model.name} is a language model: compare two prompts")
             inputs = one
-            labels.append(one)
+            names_of.append(one)
         tr = model.run(inputs, capture=names)
         for site in resolved:
             summaries[site.name].append(summarise(tr[site.name][0], reduce=reduce,
                                                   channels_first=site.channel_axis == 1,
                                                   first_position=0 if images or include_first else 1))
-    out = InputDiff(model.name, labels[0], labels[1], reduce, "images" if images else "prompts")
+    shown = labels or (names_of[0], names_of[1])
+    out = InputDiff(model.name, shown[0], shown[1], reduce, "images" if images else "prompts")
     for name in names:
         sa, sb = summaries[name]
         if sa.shape != sb.shape:

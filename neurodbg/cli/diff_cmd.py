@@ -45,8 +45,8 @@ def diff(
     else:
         inputs = (a, b)
         m = load(chosen, quiet=json_out)
-    result = diff_inputs(m, *inputs, site or None, top=top, reduce=reduce, include_first=include_first)  # type: ignore[arg-type]
-    result.a, result.b = a, b
+    result = diff_inputs(m, *inputs, site or None, top=top, reduce=reduce,  # type: ignore[arg-type]
+                         include_first=include_first, labels=(a, b))
     out = emit_result(result, png, json_out)
     if out is None:
         return

@@ -45,17 +45,11 @@ def add_vision_routes(app: FastAPI, vision: Model, limits: Limits) -> None:
     def vision_trace(body: schemas.VisionTraceRequest) -> dict[str, Any]:
         """One uploaded image at one site: channels by their largest activation, their feature maps,
         and the classes."""
-        from neurodbg.vision.image_trace import trace_image
+        from neurodbg.vision.image_trace import image_view
 
         picture = decode(body.image)
         with lock:
-            result = trace_image(vision, picture, body.site, top=body.top)
-            classes = result.classes(10) if result.logits is not None else \
-                trace_image(vision, picture, "logits", top=10).classes(10) if "logits" in vision.sites else []
-        out = result.to_view()
-        out["classes"] = classes
-        out["image_size"] = list(picture.size)
-        return out
+            return image_view(vision, picture, body.site, top=body.top)
 
     @app.post("/api/vision/maximize")
     def vision_maximize(body: schemas.VisionMaximizeRequest) -> dict[str, Any]:

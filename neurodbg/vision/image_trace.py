@@ -144,3 +144,17 @@ def trace_image(model: Model, image: ImageLike, site: str, *, top: int = 10,
                                             and value.dim() == 1 and torch.equal(value, output[0].float().cpu()))
     return ImageTrace(model.name, target.name, list(value.shape), maps, picture, top, model.labels,
                       value if is_logits else None)
+
+
+def image_view(model: Model, image: ImageLike, site: str, *, top: int = 16) -> dict[str, Any]:
+    """What the web app shows for one image: the site's channels with their feature maps
+    (`ImageTrace.to_view`), and the classes (the logits traced too when the site is not them)."""
+    picture = to_pil(image)
+    result = trace_image(model, picture, site, top=top)
+    out = result.to_view()
+    if result.logits is not None:
+        out["classes"] = result.classes(10)
+    else:
+        out["classes"] = trace_image(model, picture, "logits").classes(10) if "logits" in model.sites else []
+    out["image_size"] = list(picture.size)
+    return out

@@ -114,13 +114,10 @@ class FourierImage(torch.nn.Module):
 
 
 def _robust(image: torch.Tensor, generator: torch.Generator, *, jitter: int, scales: tuple[float, float],
-            degrees: float) -> torch.Tensor:
-    """The image randomly jittered (by reflection padding and a random crop back), scaled and rotated."""
-    from torchvision.transforms.v2 import functional as TF
-
-    from neurodbg.vision.torchvision_import import import_torchvision
-
-    import_torchvision()
+            degrees: float, functional: Any) -> torch.Tensor:
+    """The image randomly jittered (by reflection padding and a random crop back), scaled and rotated
+    (`functional`: torchvision's transforms.v2.functional)."""
+    TF = functional
     size = image.shape[-1]
     if jitter:
         padded = torch.nn.functional.pad(image, (jitter,) * 4, mode="reflect")
@@ -187,6 +184,12 @@ def maximize(model: Model, site: str, index: int, *, target: Target = "channel",
         raise ImageError("steps must be at least 1")
     if target not in ("channel", "unit", "class"):
         raise ImageError(f"unknown target {target!r}; choose channel, unit or class")
+    import importlib
+
+    from neurodbg.vision.torchvision_import import import_torchvision
+
+    import_torchvision()
+    functional = importlib.import_module("torchvision.transforms.v2.functional")
     spec = input_spec(model, size=size)
     objective = _objective(model, spec, "logits" if target == "class" else site, target, index, position)
     generator = torch.Generator().manual_seed(seed)
@@ -205,7 +208,7 @@ def maximize(model: Model, site: str, index: int, *, target: Target = "channel",
             grey = float(objective(torch.full((1, spec.channels, spec.size, spec.size), 0.5))[0])
         for step in range(steps):
             pixels = image()
-            seen = _robust(pixels, generator, jitter=shift, scales=scales, degrees=degrees)
+            seen = _robust(pixels, generator, jitter=shift, scales=scales, degrees=degrees, functional=functional)
             value = objective(seen)[0]
             loss = -value + tv_weight * total_variation(pixels)
             optimiser.zero_grad()
