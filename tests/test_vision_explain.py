@@ -168,8 +168,6 @@ def test_cli_maximize_and_attribute(digits, seven, tmp_path: Path) -> None:
     for args, message in ((["vision", "maximize", "--class", "3", "--channel", "1"], "exactly one of"),
                           (["vision", "maximize", "--site", "stem", "--channel", "99", "--steps", "1"],
                            "channel 99 out of range"),
-                          (["vision", "maximize", "--site", "stem", "--channel", "1", "--unit", "a,b"], "--unit"),
-                          (["vision", "attribute", str(seven), "--method", "lime"], "unknown attribution method"),
-                          (["vision", "attribute", str(seven), "--class", "10"], "class 10 out of range")):
+                          (["vision", "attribute", str(seven), "--method", "lime"], "unknown attribution method")):
         r = cli(*args)
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -11,8 +11,12 @@ and retried once). A name already used with other settings is refused."""
 
 from __future__ import annotations
 
+import fcntl
 import math
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,15 +52,40 @@ class DigitsSearch:
 
 
 def storage_of(url: str, *, heartbeat: int = 10, grace: int = 30) -> optuna.storages.RDBStorage:
-    try:
+    """Optuna's RDB storage at `url`. Workers starting together would each create its schema (and
+    the loser fail on a duplicate version row): for a SQLite file they take turns under a lock
+    beside it, and anywhere else a failed first attempt is tried once more, when the schema exists."""
+    def create() -> optuna.storages.RDBStorage:
         with warnings.catch_warnings():      # heartbeats are marked experimental; they are what resumes a search
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
                 url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {},
                 heartbeat_interval=heartbeat, grace_period=grace,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-    except Exception as exc:       # a bad URL, an unreadable file: optuna and SQLAlchemy raise many kinds
-        raise RunError(f"cannot open the Optuna storage {url}: {str(exc).splitlines()[0][:200]}") from None
+
+    database = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    for attempt in range(2):
+        try:
+            if database and database != ":memory:" and Path(database).parent.is_dir():
+                with _file_lock(Path(database + ".lock")):
+                    return create()
+            return create()
+        except Exception as exc:       # a bad URL, an unreadable file: optuna and SQLAlchemy raise many kinds
+            if attempt == 0 and database is None:
+                time.sleep(1.0)
+                continue
+            raise RunError(f"cannot open the Optuna storage {url}: {str(exc).splitlines()[0][:200]}") from None
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def open_study(name: str, storage: optuna.storages.BaseStorage, settings: dict[str, Any], *,

@@ -19,11 +19,10 @@ next to a `.pth` file that calls `install()`)."""
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import sys
-from pathlib import Path
 from typing import Any
+
+# (importlib.util and pathlib are imported when torchvision is: this module runs at every start-up)
 
 _SCHEMAS = ("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
             "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
@@ -35,6 +34,9 @@ def declare_missing_ops() -> None:
     global _library
     if _library is not None or "torchvision" in sys.modules:
         return
+    import importlib.util
+    from pathlib import Path
+
     spec = importlib.util.find_spec("torchvision")
     if spec is None or not spec.submodule_search_locations:
         return
@@ -47,7 +49,7 @@ def declare_missing_ops() -> None:
         _library.define(schema)
 
 
-def _ops_load(folder: Path) -> bool:
+def _ops_load(folder: Any) -> bool:
     import torch
 
     for library in folder.glob("_C*.so"):
@@ -59,8 +61,9 @@ def _ops_load(folder: Path) -> bool:
     return False
 
 
-class BeforeTorchvision(importlib.abc.MetaPathFinder):
-    """Runs `declare_missing_ops` when torchvision is first imported, then steps aside."""
+class BeforeTorchvision:
+    """A meta-path finder (it finds nothing) that runs `declare_missing_ops` when torchvision is first
+    imported, then steps aside."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
         if name == "torchvision":
