@@ -117,40 +117,23 @@ def torchvision_mobile(module: nn.Module) -> StructuralAdapter | None:
     return _adapter(family, "features.0", blocks, "avgpool" if "avgpool" in modules else None, "classifier")
 
 
-def _hf_base(module: nn.Module, model_type: str, base_name: str) -> tuple[dict[str, nn.Module], str] | None:
-    config = getattr(module, "config", None)
-    if getattr(config, "model_type", None) != model_type:
-        return None
-    modules = dict(module.named_modules())
-    base = base_name if f"{base_name}.encoder" in modules else ""
-    return modules, base
-
-
 def _join(base: str, path: str) -> str:
     return f"{base}.{path}" if base else path
 
 
-def _hf_stages(modules: dict[str, nn.Module], base: str) -> list[str]:
-    stages = modules[_join(base, "encoder.stages")]
-    return [_join(base, f"encoder.stages.{s}") for s in range(len(stages))]   # type: ignore[arg-type]
+# Hugging Face CNNs: model_type -> (stem, pooled features), relative to the base model
+_HF_CNNS = {"resnet": ("embedder", "pooler"), "convnext": ("embeddings", "layernorm")}
 
 
 @register_matcher
-def hf_resnet(module: nn.Module) -> StructuralAdapter | None:
-    found = _hf_base(module, "resnet", "resnet")
-    if found is None:
+def hf_cnn(module: nn.Module) -> StructuralAdapter | None:
+    model_type = getattr(getattr(module, "config", None), "model_type", None)
+    if model_type not in _HF_CNNS:
         return None
-    modules, base = found
-    return _adapter("resnet", _join(base, "embedder"), _blocks(modules, _hf_stages(modules, base), "layers"),
-                    _join(base, "pooler"), "classifier" if "classifier" in modules else None)
-
-
-@register_matcher
-def hf_convnext(module: nn.Module) -> StructuralAdapter | None:
-    found = _hf_base(module, "convnext", "convnext")
-    if found is None:
-        return None
-    modules, base = found
-    pool = _join(base, "layernorm") if _join(base, "layernorm") in modules else None    # normalised pooled features
-    return _adapter("convnext", _join(base, "embeddings"), _blocks(modules, _hf_stages(modules, base), "layers"),
-                    pool, "classifier" if "classifier" in modules else None)
+    stem, pool = _HF_CNNS[model_type]
+    modules = dict(module.named_modules())
+    base = model_type if f"{model_type}.encoder" in modules else ""      # a task head wraps the base model
+    stages = [_join(base, f"encoder.stages.{s}") for s in range(len(modules[_join(base, "encoder.stages")]))]
+    return _adapter(model_type, _join(base, stem), _blocks(modules, stages, "layers"),
+                    _join(base, pool) if _join(base, pool) in modules else None,
+                    "classifier" if "classifier" in modules else None)
