@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from digit_pictures import first_held_out, save_digit
 from PIL import Image
 from test_serve_browser import browser, new_page, shots  # noqa: F401  (fixtures shared with the browser tests)
 
@@ -30,14 +31,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def four(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from neurodbg.train.digits import digits_data
-
-    data = digits_data()
-    i = int((data.y_val == 4).nonzero()[0])
-    path = tmp_path_factory.mktemp("four") / "four.png"
-    pixels = (data.x_val[i].reshape(8, 8).numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(pixels).resize((64, 64), Image.Resampling.NEAREST).save(path)
-    return path
+    return save_digit(first_held_out(4), tmp_path_factory.mktemp("four") / "four.png")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from digit_pictures import save_digit
 from PIL import Image
 
 import neurodbg
@@ -41,14 +42,8 @@ def digit_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     data = digits_data()
     folder = tmp_path_factory.mktemp("digit-images")
-    out = {}
-    for i in range(20):
-        label = int(data.y_val[i])
-        pixels = (data.x_val[i].reshape(8, 8).numpy() * 255).round().astype(np.uint8)
-        path = folder / f"{i:02d}_{label}.png"
-        Image.fromarray(pixels).resize((64, 64), Image.Resampling.NEAREST).save(path)
-        out[path.name] = path
-    return out
+    paths = [save_digit(i, folder / f"{i:02d}_{int(data.y_val[i])}.png") for i in range(20)]
+    return {path.name: path for path in paths}
 
 
 def manual_output(module: torch.nn.Module, path: str, x: torch.Tensor) -> torch.Tensor:

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from digit_pictures import first_held_out, save_digit
 from PIL import Image
 
 import neurodbg
@@ -32,14 +32,7 @@ def digits():
 @pytest.fixture(scope="module")
 def seven(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A held-out 7 of the digits as a 64x64 PNG."""
-    from neurodbg.train.digits import digits_data
-
-    data = digits_data()
-    i = int((data.y_val == 7).nonzero()[0])
-    path = tmp_path_factory.mktemp("seven") / "seven.png"
-    pixels = (data.x_val[i].reshape(8, 8).numpy() * 255).round().astype(np.uint8)
-    Image.fromarray(pixels).resize((64, 64), Image.Resampling.NEAREST).save(path)
-    return path
+    return save_digit(first_held_out(7), tmp_path_factory.mktemp("seven") / "seven.png")
 
 
 def channel_mean(model, path: str, pixels: torch.Tensor, channel: int) -> float:
