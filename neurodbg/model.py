@@ -120,7 +120,7 @@ class Model:
             for key, tensor in self.module.state_dict().items():
                 t = tensor.detach().cpu().contiguous()
                 h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
-                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 

@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 
 def connect(db: Path) -> sqlite3.Connection:
@@ -21,6 +21,9 @@ def connect(db: Path) -> sqlite3.Connection:
     return conn
 
 
+_Store = TypeVar("_Store", bound="SqliteStore")
+
+
 class SqliteStore:
     def __init__(self, directory: Path, conn: sqlite3.Connection) -> None:
         self.directory = directory
@@ -28,6 +31,12 @@ class SqliteStore:
 
     def close(self) -> None:
         self.conn.close()
+
+    def __enter__(self: _Store) -> _Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -42,6 +51,16 @@ class SqliteStore:
     def get(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
+
+    def get_json(self, key: str) -> Any:
+        """A meta value decoded from JSON (a plain string as it is); None when absent."""
+        value = self.get(key)
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
 
     def meta(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

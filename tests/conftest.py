@@ -54,6 +54,22 @@ def described_atlas(small_atlas: Path, default_model) -> Path:
 
 
 @pytest.fixture(scope="session")
+def digits_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An image atlas of the digits CNN over all 1,797 digits (every canonical site), described by
+    the statistical explainer and embedded for search."""
+    from neurodbg.describe.runner import describe_atlas
+    from neurodbg.vision.image_corpus import open_image_corpus
+    from neurodbg.vision.image_scan import scan_images
+
+    directory = tmp_path_factory.mktemp("digits-atlas") / "atlas"
+    summary = scan_images(neurodbg.load_model("digits", progress=False), open_image_corpus("digits"), directory,
+                          source="digits", progress=False)
+    assert summary.status == "complete" and summary.sequences == 1797
+    describe_atlas(directory, progress=False)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def served(default_model, described_atlas: Path):
     """The web app over the default model and the described small atlas, on a real HTTP server.
     Tight limits keep generation short (the fuzzer and the browser tests ask for a lot)."""

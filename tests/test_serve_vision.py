@@ -35,15 +35,19 @@ def four(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def vision_url(default_model: neurodbg.Model, digits) -> Iterator[str]:
+def vision_url(default_model: neurodbg.Model, digits, digits_atlas: Path) -> Iterator[str]:
     from serving import running
 
     from neurodbg.analyze.monitor import Monitor
     from neurodbg.serve import Limits, create_app
+    from neurodbg.serve.vision_routes import open_vision_atlas
 
-    with running(create_app(Monitor(default_model), vision=digits,
+    model, atlas = open_vision_atlas(digits_atlas, digits)
+    assert model is digits
+    with running(create_app(Monitor(default_model), vision=digits, vision_atlas=atlas,
                             limits=Limits(max_image_bytes=200_000, max_maximize_steps=64))) as url:
         yield url
+    atlas.close()
 
 
 def b64(path: Path) -> str:
@@ -90,6 +94,28 @@ def test_bad_vision_requests(vision_url: str, four: Path, body: dict, status: in
     assert r.status_code == status and message in r.json()["detail"], r.text
 
 
+def test_channel_pages_and_search_from_the_image_atlas(vision_url: str) -> None:
+    info = httpx.get(f"{vision_url}/api/vision", timeout=60).json()
+    assert info["atlas"] == {"sites": ["stem", "stages.0.blocks.0.out", "stages.0.blocks.1.out",
+                                       "stages.1.blocks.0.out", "stages.1.blocks.1.out", "pool", "logits"],
+                             "images": 1797, "corpus": "digits"}
+    page = httpx.get(f"{vision_url}/api/vision/neuron", params={"site": "logits", "channel": 3, "exemplars": 5},
+                     timeout=60).json()
+    assert page["id"] == "L6/N3" and [e["label"] for e in page["exemplars"]["+"]] == ["3"] * 5
+    first = page["exemplars"]["+"][0]
+    picture = Image.open(io.BytesIO(base64.b64decode(first["picture"].split(",", 1)[1])))
+    assert picture.size == (8, 8) and first["field"] == [0, 0, 7, 7]
+    assert "images labelled '3'" in page["descriptions"]["+"]["text"]
+    hits = httpx.get(f"{vision_url}/api/vision/search", params={"q": "images labelled '3'"}, timeout=120).json()
+    assert {"site": "logits", "channel": 3} in [{"site": h["site"], "channel": h["channel"]} for h in hits["hits"][:5]]
+    for params, status, message in (({"site": "logits", "channel": 10}, 404, "no neuron L6/N10"),
+                                    ({"site": "nowhere", "channel": 0}, 400, "unknown site"),
+                                    ({"site": "stem", "channel": -1}, 422, "channel"),
+                                    ({"site": "/etc/passwd", "channel": 0}, 400, "unknown site")):
+        r = httpx.get(f"{vision_url}/api/vision/neuron", params=params, timeout=60)
+        assert r.status_code == status and message in r.json()["detail"], (params, r.text)
+
+
 def test_bad_maximize_requests(vision_url: str) -> None:
     for body, status, message in (({"site": "stem", "channel": 16, "steps": 8}, 404, "channel 16 out of range"),
                                   ({"site": "stem", "channel": 1, "steps": 65}, 400, "over this server's limit"),
@@ -117,5 +143,15 @@ def test_the_vision_view(browser, vision_url: str, four: Path, shots: Path) -> N
     page.locator("#vision-view button.link").first.click()
     page.wait_for_selector("#vision-channel canvas.maximized")
     assert "objective" in page.locator("#vision-channel").inner_text()
+    assert page.locator("#vision-channel canvas.exemplar").count() == 16     # the atlas's top images
     page.screenshot(path=str(shots / "vision.png"), full_page=True)
+    page.fill("#vision-query", "images labelled '5'")
+    page.click("#vision-search-form button")
+    page.wait_for_selector("#vision-results button.link")
+    page.get_by_role("button", name="logits · channel 5+").click()
+    page.wait_for_function("document.querySelector('#vision-channel h3').textContent === 'logits · channel 5'")
+    page.wait_for_selector("#vision-channel canvas.exemplar")
+    assert "images labelled '5'" in page.locator("#vision-channel").inner_text()
+    page.wait_for_selector("#vision-channel canvas.maximized")
+    page.screenshot(path=str(shots / "vision-channel.png"), full_page=True)
     assert not errors, errors

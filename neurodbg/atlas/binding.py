@@ -25,6 +25,12 @@ def model_for_atlas(store: AtlasStore, model: str | Model | None = None, *, devi
     """`model` (a Model, or anything `load_model` takes) or, by default, the atlas's own."""
     from neurodbg.models.loader import load_model
 
+    if not isinstance(model, Model) and store.get("kind") == "images":
+        from neurodbg.vision.zoo import open_vision_model
+
+        recorded = store.get_json("vision_model") or {}
+        model = open_vision_model(model or recorded.get("name") or "digits", weights=recorded.get("weights"),
+                                  progress=progress)
     if not isinstance(model, Model):
         source = model or store.get("model_source") or store.get("model_name")
         if source is None:

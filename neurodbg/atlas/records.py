@@ -118,6 +118,16 @@ def layers(store: AtlasStore) -> list[int]:
     return [int(r[0]) for r in store.conn.execute("SELECT DISTINCT layer FROM neurons ORDER BY layer")]
 
 
+def layer_sites(store: AtlasStore) -> dict[int, str]:
+    """Each scanned layer's site."""
+    return {int(layer): site for layer, site in store.conn.execute("SELECT DISTINCT layer, site FROM neurons")}
+
+
+def layer_widths(store: AtlasStore) -> dict[int, int]:
+    """Neurons per scanned layer (an image atlas's sites differ in width)."""
+    return {int(layer): int(n) for layer, n in store.conn.execute("SELECT layer, COUNT(*) FROM neurons GROUP BY layer")}
+
+
 def width(store: AtlasStore) -> int:
     """Neurons per layer (the largest index + 1; 0 for an empty atlas)."""
     row = store.conn.execute("SELECT MAX(neuron) + 1 FROM neurons").fetchone()
@@ -147,3 +157,28 @@ def output_token_rows(store: AtlasStore, layer: int) -> Iterator[tuple[int, str 
     """(neuron, promoted JSON, suppressed JSON) of one layer."""
     yield from store.conn.execute("SELECT neuron, promoted, suppressed FROM neurons WHERE layer = ? ORDER BY neuron",
                                   (layer,))
+
+
+# -- image atlases --------------------------------------------------------------------------------
+def is_image_atlas(store: AtlasStore) -> bool:
+    return store.get("kind") == "images"
+
+
+@dataclass
+class ImageRow:
+    index: int
+    name: str
+    label: int          # -1: the corpus has no labels
+    predicted: int      # -1: the model has no class names
+    data: bytes         # PNG or JPEG of the model's input
+
+
+def images(store: AtlasStore, indices: list[int] | None = None) -> dict[int, ImageRow]:
+    """An image atlas's stored exemplar images (all, or those of `indices`)."""
+    query = "SELECT seq_index, name, label, predicted, data FROM images"
+    if indices is None:
+        rows = store.conn.execute(query)
+    else:
+        wanted = sorted(set(int(i) for i in indices))
+        rows = store.conn.execute(f"{query} WHERE seq_index IN ({','.join('?' * len(wanted))})", wanted)
+    return {int(r[0]): ImageRow(int(r[0]), r[1], int(r[2]), int(r[3]), bytes(r[4])) for r in rows}

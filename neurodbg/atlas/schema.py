@@ -1,11 +1,12 @@
 """The atlas database schema (SQLite, WAL). Bump SCHEMA_VERSION on any change."""
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Older versions are upgraded on open (see AtlasStore._upgrade): version 1 lacks the description
 # tables; versions 1 and 2 recorded a weaker corpus identity (corpus content, tokenizer vocabulary,
 # seq_len, BOS setting, dedup), kept as `legacy_corpus_fingerprint` until a scan of the same corpus
-# confirms it and records the full `corpus_settings_fingerprint` in its place.
-READABLE_VERSIONS = (1, 2, 3)
+# confirms it and records the full `corpus_settings_fingerprint` in its place. Version 4 adds
+# the `images` table of image atlases (a text atlas leaves it empty).
+READABLE_VERSIONS = (1, 2, 3, 4)
 DB_NAME = "atlas.db"
 
 SCHEMA = """
@@ -42,6 +43,13 @@ CREATE TABLE IF NOT EXISTS exemplars (
 CREATE TABLE IF NOT EXISTS sequences (
     seq_index INTEGER PRIMARY KEY,
     ids       BLOB NOT NULL         -- int32 token ids
+);
+CREATE TABLE IF NOT EXISTS images (      -- an image atlas's exemplar images, as the model saw them
+    seq_index INTEGER PRIMARY KEY,  -- the image's index in the corpus
+    name      TEXT NOT NULL,        -- file name within the corpus folder, or corpus[index]
+    label     INTEGER NOT NULL,     -- the corpus's label index, -1 when the corpus has none
+    predicted INTEGER NOT NULL,     -- the model's top class, -1 when it has no class names
+    data      BLOB NOT NULL         -- PNG (JPEG beyond 64 px) of the model's input, denormalised
 );
 CREATE TABLE IF NOT EXISTS descriptions (
     layer      INTEGER NOT NULL,

@@ -75,7 +75,8 @@ class AtlasStore(SqliteStore):
             if version < 3 and legacy is not None:
                 conn.execute("DELETE FROM meta WHERE key = 'corpus_fingerprint'")
                 self.set_meta(conn, legacy_corpus_fingerprint=legacy)
-            self.set_meta(conn, schema_version=str(SCHEMA_VERSION), upgraded_from=str(version))
+            earliest = min(version, int(self.get("upgraded_from") or version))   # what the identity rules read
+            self.set_meta(conn, schema_version=str(SCHEMA_VERSION), upgraded_from=str(earliest))
 
     def set_meta(self, conn: sqlite3.Connection, **values: Any) -> None:
         self.put_meta(conn, **values)

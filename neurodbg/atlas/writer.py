@@ -24,6 +24,9 @@ class AtlasWriter:
     def sequences(self, rows: Sequence[tuple[int, bytes]]) -> None:
         self.conn.executemany("INSERT INTO sequences VALUES (?, ?)", rows)
 
+    def images(self, rows: Sequence[tuple[int, str, int, int, bytes]]) -> None:
+        self.conn.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?)", rows)
+
     def neurons(self, rows: Sequence[NeuronRow]) -> None:
         self.conn.executemany("INSERT INTO neurons VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
@@ -36,10 +39,10 @@ class AtlasWriter:
 
 @contextmanager
 def rewrite(store: AtlasStore) -> Iterator[AtlasWriter]:
-    """Replace the atlas's neurons, exemplars and sequences; commits only if the block finishes."""
+    """Replace the atlas's neurons, exemplars, sequences and images; commits only if the block finishes."""
     try:
         with store.transaction() as conn:
-            for table in ("neurons", "exemplars", "sequences"):
+            for table in ("neurons", "exemplars", "sequences", "images"):
                 conn.execute(f"DELETE FROM {table}")
             yield AtlasWriter(store, conn)
     except sqlite3.Error as exc:

@@ -45,11 +45,19 @@ def info(atlas: AtlasOpt, json_out: JsonOpt = False) -> None:
 
 @app.command("neuron")
 def neuron(neuron_id: Annotated[str, typer.Argument(help="Like L5/N123.")], atlas: AtlasOpt,
-           examples: Annotated[int, typer.Option(help="Exemplars to show per polarity.")] = 5,
+           examples: Annotated[int, typer.Option(min=1, help="Exemplars to show per polarity.")] = 5,
+           png: Annotated[Path | None, typer.Option(help="Image atlases: write the top and bottom images "
+                                                         "(feature maps over them, peaks boxed) here.")] = None,
            json_out: JsonOpt = False) -> None:
-    """One neuron: statistics, exemplars (both polarities), output tokens."""
+    """One neuron: statistics, exemplars (both polarities), output tokens; for an image
+    atlas its top and bottom images with the peak and its receptive field."""
     layer, index, _ = records.parse_neuron_id(neuron_id)
     store = AtlasStore.open(atlas)
+    if records.is_image_atlas(store):
+        _image_neuron(store, layer, index, examples, png, json_out)
+        return
+    if png is not None:
+        raise ExportError("--png is for image atlases; a text atlas's neuron page is its exemplars")
     decode = _decoder(store)
     rec = records.neuron(store, layer, index, decode=decode)
     if json_out:
@@ -68,6 +76,37 @@ def neuron(neuron_id: Annotated[str, typer.Argument(help="Like L5/N123.")], atla
         for ex in rec.exemplars.get(kind, [])[:examples]:
             table.add_row(str(ex.rank), f"{ex.value:.3g}", _highlight(ex, kind))
         console.print(table)
+
+
+def _image_neuron(store: AtlasStore, layer: int, index: int, examples: int, png: Path | None, json_out: bool
+                  ) -> None:
+    from neurodbg.vision.image_atlas import image_neuron_figure, image_neuron_page
+
+    page = image_neuron_page(store, layer, index, exemplars=examples)
+    if png is not None:
+        page["png"] = str(image_neuron_figure(store, layer, index, png, exemplars=examples))
+    if json_out:
+        emit_json(page)
+        return
+    console.print(f"{page['id']} ({page['site']}) over {page['n_tokens']:,} positions: mean {page['mean']:.4g}, "
+                  f"std {page['std']:.4g}, active {page['frac_active']:.2%}, max {page['max_value']}, "
+                  f"min {page['min_value']}", markup=False)
+    for polarity, found in page["descriptions"].items():
+        if found:
+            score = "n/a" if found["score"] is None else f"{found['score']:.2f}"
+            console.print(f"{polarity} {found['text']} (score {score})", markup=False)
+    for kind, title in (("+", "top images (by max)"), ("-", "bottom images (by min)")):
+        table = Table("rank", "value", "image", "label / model's class", "peak", "receptive field",
+                      title=title, title_justify="left")
+        for e in page["exemplars"].get(kind, []):
+            peak = e["peak"]
+            top, left, bottom, right = e["field"]
+            where = "off the grid" if peak["row"] is None else f"r{peak['row']} c{peak['col']}"
+            table.add_row(str(e["rank"]), f"{e['value']:.3g}", str(e["name"]),
+                          f"{e['label'] or '-'} / {e['predicted'] or '-'}", where, f"r{top}-{bottom} c{left}-{right}")
+        console.print(table)
+    if png is not None:
+        console.print(f"wrote {page['png']}", markup=False)
 
 
 def _highlight(ex: records.Exemplar, kind: str) -> str:

@@ -34,6 +34,9 @@ def serve(
                                                     "name or a model directory.")] = None,
     vision_weights: Annotated[Path | None, typer.Option(help="Weights file for a torchvision --vision model.")]
     = None,
+    vision_atlas: Annotated[Path | None, typer.Option(help="An image atlas (neurodbg scan --images) for the Vision "
+                                                           "view's channel pages and search; its model is the "
+                                                           "default --vision model.")] = None,
 ) -> None:
     """Serve the Monitor in the browser: chat, token views, neurons, steering, lens, attention."""
     import uvicorn
@@ -52,13 +55,17 @@ def serve(
         raise NeurodbgError(f"no runs at {runs}: the directory does not exist")
     listener = _listen(host, port)        # before loading anything: a busy port is one clear line
     monitor = Monitor(load(model, quiet=False), atlas)
-    vision_model = None
+    vision_model = image_atlas = None
     if vision is not None:
         from neurodbg.vision.zoo import open_vision_model
 
         vision_model = open_vision_model(vision, weights=vision_weights)
+    if vision_atlas is not None:
+        from neurodbg.serve.vision_routes import open_vision_atlas
+
+        vision_model, image_atlas = open_vision_atlas(vision_atlas, vision_model)
     app = create_app(monitor, limits=Limits(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens),
-                     token=token, loopback_only=loopback, runs=runs, vision=vision_model)
+                     token=token, loopback_only=loopback, runs=runs, vision=vision_model, vision_atlas=image_atlas)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{listener.getsockname()[1]}/" + (f"?token={token}" if token else "")
     sys.stderr.write(f"neurodbg: serving {monitor.model.name} on {url}\n")   # one unwrapped line: the link

@@ -78,8 +78,9 @@ def describe(store: AtlasStore, explainer: Explainer, simulator: Simulator, *, r
     if wanted is not None and (bad := [n for n in wanted if not 0 <= n < width]):
         raise NeurodbgError(f"neuron indices {sorted(bad)[:5]} are out of range (0-{width - 1})")
     finished = descriptions.done(store, explainer.name)
-    per_layer = width if wanted is None else len(wanted)
-    total = len(chosen) * per_layer * len(polarities)
+    widths = records.layer_widths(store)
+    total = sum(widths[layer] if wanted is None else sum(1 for n in wanted if n < widths[layer])
+                for layer in chosen) * len(polarities)
     skipped = sum(1 for key in finished if key[0] in chosen and (wanted is None or key[1] in wanted)
                   and key[2] in polarities)
     summary = DescribeSummary(explainer.name, 0, skipped, 0.0)
@@ -128,9 +129,12 @@ def describe_atlas(atlas: str | Path | AtlasStore, explainer: str = "stat", *,
     store = atlas if isinstance(atlas, AtlasStore) else AtlasStore.open(atlas)
     try:
         records.require_complete(store)
-        model = model_for_atlas(store, progress=progress)
-        reader = ExemplarReader(store)
-        chosen, simulator = make(explainer, background(store, model.tokenizer, reader), options)
+        if records.is_image_atlas(store):
+            reader, chosen, simulator = _image_explainer(store, explainer)
+        else:
+            model = model_for_atlas(store, progress=progress)
+            reader = ExemplarReader(store)
+            chosen, simulator = make(explainer, background(store, model.tokenizer, reader), options)
         data = describe(store, chosen, simulator, reader=reader, layers=layers, neurons=neurons,
                         polarities=polarities, progress=progress).to_dict()
         if embed:
@@ -141,3 +145,13 @@ def describe_atlas(atlas: str | Path | AtlasStore, explainer: str = "stat", *,
     finally:
         if store is not atlas:
             store.close()
+
+
+def _image_explainer(store: AtlasStore, explainer: str) -> tuple[ExemplarReader, Explainer, Simulator]:
+    from neurodbg.describe.image_explainer import ImageExemplarReader, ImageExplainer, ImageSimulator
+
+    if explainer != "stat":
+        raise NeurodbgError(f"an image atlas is described by the statistical explainer (stat), not {explainer!r}: "
+                            "the language-model explainers read text exemplars")
+    reader = ImageExemplarReader(store)
+    return reader, ImageExplainer(reader), ImageSimulator()

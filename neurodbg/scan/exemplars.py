@@ -75,6 +75,17 @@ class ExemplarSet:
         """[width]: each neuron's lowest kept key, which a candidate must reach to enter."""
         return self._keys[:, -1]
 
+    def entry_keys(self, seq_ids: torch.Tensor) -> torch.Tensor:
+        """[width]: the key a candidate from sequences `seq_ids` must reach to enter. A tie with the
+        lowest kept key enters only if its id is smaller; when every id of the batch is beyond
+        every kept one, no tie can win and the bar is raised past it (after a ReLU every image
+        ties at a minimum of 0: copying all their activations only to drop them cost more than
+        the rest of the statistics)."""
+        lowest = self.lowest_keys()
+        if seq_ids.numel() and int(seq_ids.min()) > int(self._ids.max()):
+            return torch.nextafter(lowest, torch.full_like(lowest, float("inf")))
+        return lowest
+
     @property
     def values(self) -> torch.Tensor:
         return self.keys * self.sign
@@ -87,14 +98,17 @@ class ExemplarSet:
     def update(self, scores: torch.Tensor, seq_ids: torch.Tensor, acts: torch.Tensor) -> None:
         """scores [B, width] per-sequence extremes (not signed); seq_ids [B]; acts
         [B, length, width] per-token activations of the same sequences."""
-        self.absorb(self.candidates(scores, acts), seq_ids)
+        self.absorb(self.candidates(scores, acts, seq_ids), seq_ids)
 
-    def candidates(self, scores: torch.Tensor, acts: torch.Tensor) -> Candidates:
+    def candidates(self, scores: torch.Tensor, acts: torch.Tensor, seq_ids: torch.Tensor | None = None
+                   ) -> Candidates:
         """The (sequence, neuron) pairs of a batch that may enter: scores [B, width]
         per-sequence extremes, acts [B, length, width]; only the activations of those
-        pairs are copied (so candidates of several sets can be merged at once)."""
+        pairs are copied (so candidates of several sets can be merged at once). With the
+        batch's `seq_ids`, ties that must lose are left out (`entry_keys`)."""
         keys = scores if self.sign > 0 else scores.neg()
-        enters = self.lowest_keys().unsqueeze(1) <= keys.T   # [width, B]; ties may enter
+        bar = self.lowest_keys() if seq_ids is None else self.entry_keys(seq_ids.to(keys.device))
+        enters = bar.unsqueeze(1) <= keys.T                  # [width, B]; ties may enter
         cols, rows = enters.nonzero().unbind(1)         # by column
         return Candidates(cols, rows, keys[rows, cols], _fp16(acts[rows, :, cols]))
 

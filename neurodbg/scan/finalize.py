@@ -63,15 +63,19 @@ def write_atlas(store: AtlasStore, scanner: Scanner, model: Model, sequences: It
             seq_rows.append((seq.index, np.asarray(seq.ids, dtype=np.int32).tobytes()))
             if len(seq_rows) == len(wanted):
                 break
-    return _write(store, scanner, model, seq_rows, summary, advance)
+    return write_rows(store, scanner, model, seq_rows, summary, advance)
 
 
-def _write(store: AtlasStore, scanner: Scanner, model: Model, seq_rows: list[tuple[int, bytes]],
-           summary: dict[str, Any], advance: Progress | None) -> int:
+def write_rows(store: AtlasStore, scanner: Scanner, model: Model, seq_rows: list[tuple[int, bytes]],
+               summary: dict[str, Any], advance: Progress | None,
+               image_rows: list[tuple[int, str, int, int, bytes]] | None = None) -> int:
+    """Every neuron's rows, the exemplar sequences (or images) and the summary, in one transaction."""
     k_logits = scanner.settings.logit_k
     written = 0
     with rewrite(store) as out:
         out.sequences(seq_rows)
+        if image_rows:
+            out.images(image_rows)
         for site in scanner.sites:
             stats = scanner.stats.get(site.name)
             if stats is None:

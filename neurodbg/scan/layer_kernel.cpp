@@ -167,9 +167,13 @@ std::vector<at::Tensor> layer_stats(const at::Tensor& acts_in, int64_t size, boo
   double* total_sq = totals[1].data_ptr<double>();
   int64_t* active = totals[2].data_ptr<int64_t>();
 
+  // tiles of at most TILE columns; a narrower layer (an image's early convolutions: 64 channels)
+  // is cut into one tile per thread, multiples of 8 columns, so every core has work
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t tile = std::min(TILE, std::max<int64_t>(8, ((W + threads - 1) / threads + 7) / 8 * 8));
   std::vector<Tile> tiles;
   std::mutex tiles_lock;
-  at::parallel_for(0, W, TILE, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, W, tile, [&](int64_t begin, int64_t end) {
     std::vector<double> sums(2 * TILE);
     std::vector<float> state(9 * TILE);
     double* __restrict s1 = sums.data();
@@ -183,8 +187,8 @@ std::vector<at::Tensor> layer_stats(const at::Tensor& acts_in, int64_t size, boo
     float* __restrict seq_hi = sp + TILE;        // this sequence's max and min
     float* __restrict seq_lo = seq_hi + TILE;
     uint8_t hot[TILE + 8] = {0};   // (past n it stays 0, so whole words can be read)
-    for (int64_t c0 = begin; c0 < end; c0 += TILE) {
-      const int64_t n = std::min(end, c0 + TILE) - c0;
+    for (int64_t c0 = begin; c0 < end; c0 += tile) {
+      const int64_t n = std::min(end, c0 + tile) - c0;
       std::fill(sums.begin(), sums.end(), 0.0);
       std::fill(sp, sp + TILE, 0.0f);
       Tile raw;
@@ -251,16 +255,28 @@ std::vector<at::Tensor> layer_stats(const at::Tensor& acts_in, int64_t size, boo
           }
         }
         // this sequence's exemplar candidates (key >= the lowest kept key: ties may enter),
-        // copied while its activations are still in cache
+        // copied while its activations are still in cache: position by position, each row read
+        // once for all of the sequence's candidates (a candidate's values are W apart; read one
+        // candidate at a time, a long sequence of narrow rows, as an image's, costs a cache
+        // line per value)
         for (int e = 0; e < 2; ++e) {
           Candidates& out = raw.exemplars[e];
+          const size_t first = out.cols.size();
           for (int64_t c = 0; c < n; ++c) {
             const float key = e == 0 ? seq_hi[c] : -seq_lo[c];
             if (!(key >= thr[e][c0 + c])) continue;
             out.cols.push_back(c0 + c);
             out.rows.push_back(b);
             out.keys.push_back(key);
-            for (int64_t t = 0; t < L; ++t) out.acts.push_back(fp16(a[(b * L + t) * W + c0 + c]));
+          }
+          const size_t found = out.cols.size() - first;
+          if (found == 0) continue;
+          out.acts.resize(out.acts.size() + found * L);
+          at::Half* __restrict dst = out.acts.data() + first * L;
+          const int64_t* cols = out.cols.data() + first;
+          for (int64_t t = 0; t < L; ++t) {
+            const float* __restrict row = a + (b * L + t) * W;
+            for (size_t k = 0; k < found; ++k) dst[k * L + t] = fp16(row[cols[k]]);
           }
         }
       }

@@ -41,9 +41,10 @@ class ScanSummary:
     seconds: float
     tokens_per_s: float
     resumed_from: int
+    images_per_s: float | None = None      # image scans: their sequences are images
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def corpus_identity(source: Any, tokenizer: Any, settings: ScanSettings) -> str:
@@ -132,13 +133,7 @@ def scan(model: Model, source: Any, atlas_dir: str | Path, settings: ScanSetting
     try:
         if store.status == "complete":
             return _summary(store, directory, 0.0, 0)
-        state = checkpoint.load(directory)
-        if state is not None and state.get("identity") not in claim.accepted:
-            state = None  # a stale checkpoint from an abandoned scan of this (empty) atlas
-        done = False
-        if state is not None:
-            scanner.load_state_dict(state["scanner"])
-            done = bool(state["done"])
+        done = resume_checkpoint(directory, scanner, claim.accepted)
         resumed_from = scanner.sequences
         started = time.perf_counter()
         if not done:
@@ -155,7 +150,7 @@ def scan(model: Model, source: Any, atlas_dir: str | Path, settings: ScanSetting
             if stop_after_batches is not None and not _finished(scanner, source, model, settings):
                 return _summary(store, directory, time.perf_counter() - started, resumed_from, status="partial",
                                 scanner=scanner)
-            _save(directory, identity, scanner, done=True)
+            save_checkpoint(directory, identity, scanner, done=True)
         if scanner.sequences == 0:
             raise CorpusError(f"corpus {source.name} yielded no sequence of {settings.seq_len} tokens")
         elapsed = time.perf_counter() - started
@@ -198,14 +193,24 @@ def _run(scanner: Scanner, source: Any, model: Model, settings: ScanSettings, di
             scanner.process(batch)
             bar.advance(len(batch) * settings.seq_len)
             if time.monotonic() - last_save >= checkpoint_seconds:
-                _save(directory, identity, scanner, done=False)
+                save_checkpoint(directory, identity, scanner, done=False)
                 last_save = time.monotonic()
             if stop_after is not None and n_batch + 1 >= stop_after:
-                _save(directory, identity, scanner, done=False)
+                save_checkpoint(directory, identity, scanner, done=False)
                 return
 
 
-def _save(directory: Path, identity: dict[str, str], scanner: Scanner, done: bool) -> None:
+def resume_checkpoint(directory: Path, scanner: Scanner, accepted: list[dict[str, str]]) -> bool:
+    """Load the scan's last checkpoint into `scanner` when there is one of an accepted identity
+    (another is stale: from an abandoned scan of this still empty atlas); whether its pass was done."""
+    state = checkpoint.load(directory)
+    if state is None or state.get("identity") not in accepted:
+        return False
+    scanner.load_state_dict(state["scanner"])
+    return bool(state["done"])
+
+
+def save_checkpoint(directory: Path, identity: dict[str, str], scanner: Scanner, done: bool) -> None:
     """Checkpoint the scan, unless its statistics hold a NaN (then the last good checkpoint stays)."""
     check_finite(scanner)
     checkpoint.save(directory, {"identity": identity, "done": done, "scanner": scanner.state_dict()})

@@ -20,10 +20,20 @@ from neurodbg.scan.tails import TailBuffer
 TAIL_SIDES: dict[str, int] = {"upper": +1, "lower": -1, "upper_sample": +1, "lower_sample": -1}
 
 
-def block_size(length: int) -> int:
+BLOCK_VALUES = 2048    # a narrow layer's blocks hold about this many values (block positions x width)
+
+
+def block_size(length: int, width: int = BLOCK_VALUES) -> int:
     """Tokens per block for block extremes: a divisor of `length` near 8 (the whole
-    sequence when there is none)."""
-    return next((d for d in (8, 9, 7, 10, 6, 12, 5, 16, 4) if length % d == 0), length)
+    sequence when there is none). A narrow layer (an image's first convolutions: 64
+    channels over 3,136 positions) takes longer blocks, near BLOCK_VALUES / width
+    positions, so that the per-block work of the C++ kernel stays as wide as a text
+    layer's (its fixed cost per block otherwise dominates)."""
+    target = BLOCK_VALUES // max(width, 1)
+    if target <= 8:
+        return next((d for d in (8, 9, 7, 10, 6, 12, 5, 16, 4) if length % d == 0), length)
+    divisors = [d for d in range(1, min(length, 4 * target) + 1) if length % d == 0]
+    return min(divisors, key=lambda d: (abs(math.log(d / target)), d))
 
 
 def _asinh(y: torch.Tensor) -> torch.Tensor:
@@ -55,7 +65,7 @@ class Pending:
 class SiteStats:
     def __init__(self, width: int, settings: ScanSettings, device: torch.device | str = "cpu",
                  deferred: bool = False, scratch: dict[str, torch.Tensor] | None = None,
-                 fuse_after: int | None = None) -> None:
+                 fuse_after: int | None = None, length: int | None = None) -> None:
         s = settings
         # take the C++ layer kernel (CPU) or the compiled reductions (`fused`) once the stream
         # is this many tokens in (None: never); see `_settled`
@@ -67,7 +77,8 @@ class SiteStats:
         self.deferred = deferred
         self.pending: Pending | None = None
         self.width, self.settings = width, s
-        length = s.seq_len
+        # positions per item: a sequence's tokens, or an image site's feature-map pixels
+        length = self.length = s.seq_len if length is None else int(length)
         self.top = ExemplarSet(s.top_k, width, length, +1, device)
         self.bottom = ExemplarSet(s.top_k, width, length, -1, device)
         self.random = RandomExemplars(s.random_k, width, length, device)
@@ -93,7 +104,7 @@ class SiteStats:
         batch, length = counted.shape[:2]
         # extremes per block of a few tokens, then per sequence: the tail buffers look
         # token by token only at blocks that beat a threshold, not at whole sequences
-        size = block_size(length)
+        size = block_size(length, self.width)
         blocks = counted.view(batch, length // size, size, self.width)
         indices = seq_ids.tolist()
         sample = self._every(indices, self.settings.sample_every, counted.device)
@@ -122,7 +133,8 @@ class SiteStats:
         else:
             block_hi, block_lo, hi, lo = fused[:4]
         if self.deferred:
-            exemplars = {"top": self.top.candidates(hi, acts), "bottom": self.bottom.candidates(lo, acts)}
+            exemplars = {"top": self.top.candidates(hi, acts, seq_ids),
+                         "bottom": self.bottom.candidates(lo, acts, seq_ids)}
         else:
             self.top.update(hi, seq_ids, acts)
             self.bottom.update(lo, seq_ids, acts)
@@ -145,11 +157,14 @@ class SiteStats:
     def _from_kernel(self, acts: torch.Tensor, size: int, seq_ids: torch.Tensor, sample: torch.Tensor | None) -> bool:
         """The same statistics from one pass of the C++ layer kernel (a CPU), which updates
         the totals and tail buffers itself; False when it is unavailable."""
-        sampled = [] if sample is None else sample.tolist()
-        reads = [int(not side.endswith("_sample") or row in sampled)   # [side, row]: whether the side reads it
-                 for side in TAIL_SIDES for row in range(len(seq_ids))]
+        rows = len(seq_ids)
+        sampled = [0] * rows
+        for row in ([] if sample is None else sample.tolist()):
+            sampled[row] = 1
+        # [side, row]: whether the side reads the row (the sampled sides only the sample's rows)
+        reads = [flag for side in TAIL_SIDES for flag in (sampled if side.endswith("_sample") else [1] * rows)]
         found = layer_kernel.layer_stats(acts, size, self.settings.skip_first,
-                                         [self.top.lowest_keys(), self.bottom.lowest_keys()],
+                                         [self.top.entry_keys(seq_ids), self.bottom.entry_keys(seq_ids)],
                                          list(self.tails.values()), reads, [self.total, self.total_sq, self.active])
         if found is None:
             return False
@@ -189,9 +204,10 @@ class SiteStats:
         twice as slow to write)."""
         flat = acts.reshape(-1, self.width)
         counts = self._counted_row(acts.shape[0], acts.shape[1], flat)
-        derived = self.scratch.get("derived")
-        if derived is None or derived.shape[1:] != flat.shape or derived.dtype != flat.dtype:
-            derived = self.scratch["derived"] = flat.new_empty((2, *flat.shape))
+        key = f"derived{tuple(flat.shape)}"        # one per shape: an image's sites differ in size
+        derived = self.scratch.get(key)
+        if derived is None or derived.dtype != flat.dtype:
+            derived = self.scratch[key] = flat.new_empty((2, *flat.shape))
         torch.mul(flat, flat, out=derived[0])
         torch.gt(flat, 0, out=derived[1])
         square, positive = (counts @ derived)[:, 0]
@@ -265,7 +281,7 @@ class SiteStats:
         first = parts[0]
         device = first.total.device
         joined = cls(sum(p.width for p in parts), first.settings, device, scratch=first.scratch,
-                     fuse_after=first.fuse_after)
+                     fuse_after=first.fuse_after, length=first.length)
         joined.top = ExemplarSet.joined([p.top for p in parts])
         joined.bottom = ExemplarSet.joined([p.bottom for p in parts])
         joined.random = RandomExemplars.joined([p.random for p in parts])

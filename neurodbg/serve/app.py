@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from neurodbg.analyze.monitor import Monitor
 from neurodbg.analyze.prompt import Prompt
 from neurodbg.atlas import records
+from neurodbg.atlas.store import AtlasStore
 from neurodbg.errors import NeurodbgError, NeuronIndexError, PromptError, RunError
 from neurodbg.model import Model
 from neurodbg.serve import schemas
@@ -55,11 +56,13 @@ STATIC = files("neurodbg.serve") / "static"
 
 
 def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | None = None,
-               loopback_only: bool = True, runs: Path | None = None, vision: Model | None = None) -> FastAPI:
+               loopback_only: bool = True, runs: Path | None = None, vision: Model | None = None,
+               vision_atlas: AtlasStore | None = None) -> FastAPI:
     """`token`: required from every client when given (always give one when not bound to loopback).
     `loopback_only`: answer only requests whose Host is loopback (when bound to 127.0.0.1).
     `runs`: a directory of training runs for the Training view (clients name runs, never paths).
-    `vision`: a vision model for the Vision view (uploaded images, never paths)."""
+    `vision`: a vision model for the Vision view (uploaded images, never paths); `vision_atlas`: an
+    image atlas of it (`vision_routes.open_vision_atlas`) for channel pages and search."""
     limits = limits or Limits()
     gate = Gate()
     workers = Workers()
@@ -300,7 +303,7 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
         return finite(run_view(run_in(runs, name), most=points))
 
     if vision is not None:
-        add_vision_routes(app, vision, limits)
+        add_vision_routes(app, vision, limits, vision_atlas)
 
     # -- the frontend -------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

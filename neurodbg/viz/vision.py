@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from neurodbg.viz.figures import plt, save_figure
 
@@ -55,4 +56,41 @@ def image_trace_figure(trace: ImageTrace, path: Path, *, channel: int, grid: int
         ax.set_title(f"ch {c}  max {float(trace.maxima[c]):.3g}", fontsize=8)
         ax.axis("off")
     fig.suptitle(f"{trace.model} · {trace.site} · output {trace.shape}", fontsize=10)
+    return save_figure(fig, path)
+
+
+def image_neuron_figure(page: dict[str, Any], pictures: dict[int, Image.Image], path: Path, *,
+                        per_row: int = 8) -> Path:
+    """An image atlas's neuron: its top (and bottom) images, each with its feature map laid over
+    it and the receptive field of its peak boxed."""
+    from matplotlib.patches import Rectangle
+
+    # the bottom images only where the neuron goes negative (after a ReLU they are all ties at 0)
+    kinds = [k for k in ("+", "-") if page["exemplars"].get(k) and (k == "+" or (page["min_value"] or 0) < 0)]
+    rows = [(k, page["exemplars"][k][i:i + per_row]) for k in kinds
+            for i in range(0, len(page["exemplars"][k]), per_row)]
+    fig, axes = plt.subplots(max(len(rows), 1), per_row, figsize=(1.6 * per_row, 1.9 * max(len(rows), 1)),
+                             dpi=100, squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (kind, entries) in enumerate(rows):
+        for c, entry in enumerate(entries):
+            ax = axes[r][c]
+            picture = pictures.get(entry["image"])
+            if picture is None:
+                continue
+            pixels = np.asarray(picture.convert("RGB"))
+            height, width = pixels.shape[:2]
+            ax.imshow(pixels, interpolation="nearest")
+            if entry["map"] is not None:
+                ax.imshow(np.asarray(entry["map"]) * (1 if kind == "+" else -1), cmap="inferno", alpha=0.45,
+                          interpolation="nearest", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+            top, left, bottom, right = entry["field"]
+            ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1, fill=False,
+                                   edgecolor="#00e5ff", linewidth=1.2))
+            label = entry["label"] if entry["label"] is not None else entry["predicted"]
+            ax.set_title(f"{kind}{entry['rank']} {label if label is not None else ''} {entry['value']:.3g}",
+                         fontsize=7)
+    fig.suptitle(f"{page['id']} ({page['site']}): top images (+) and bottom images (-); box: receptive field "
+                 f"of the peak", fontsize=9)
     return save_figure(fig, path)

@@ -840,8 +840,61 @@ async function loadVision() {
     const blocks = vision.info.sites.filter((s) => s.startsWith("stages.") || s.endsWith("mlp.act"));
     $("#vision-site").replaceChildren(...vision.info.sites.map((s) => el("option", { value: s }, s)));
     $("#vision-site").value = blocks.length ? blocks[blocks.length - 1] : vision.info.sites[vision.info.sites.length - 1];
-    $("#vision-status").textContent = `${vision.info.model} · ${vision.info.source}`;
+    const atlas = vision.info.atlas;
+    $("#vision-status").textContent = `${vision.info.model} · ${vision.info.source}` +
+      (atlas ? ` · atlas of ${atlas.images} ${atlas.corpus} images` : "");
+    $("#vision-search-form").hidden = !atlas;
   } catch (err) { showError(err.message); }
+}
+
+// An atlas image on a canvas, scaled up, with the receptive field of the neuron's peak boxed.
+function exemplarCanvas(entry, size) {
+  const canvas = el("canvas", { width: String(size), height: String(size), class: "exemplar" });
+  const image = new Image();
+  image.onload = () => {
+    const ctx = canvas.getContext("2d");
+    ctx.imageSmoothingEnabled = false;
+    canvas.height = Math.round(size * image.height / image.width);
+    ctx.drawImage(image, 0, 0, canvas.width, canvas.height);
+    const sx = canvas.width / image.width, sy = canvas.height / image.height;
+    const [top, left, bottom, right] = entry.field;
+    ctx.strokeStyle = "#00e5ff";
+    ctx.lineWidth = 2;
+    ctx.strokeRect(left * sx + 1, top * sy + 1, (right - left + 1) * sx - 2, (bottom - top + 1) * sy - 2);
+  };
+  if (typeof entry.picture === "string" && entry.picture.startsWith("data:image/")) image.src = entry.picture;
+  return canvas;
+}
+
+async function searchChannels(event) {
+  event.preventDefault();
+  const q = $("#vision-query").value.trim();
+  if (!q) return;
+  try {
+    const data = await fetchJson(`/api/vision/search?q=${encodeURIComponent(q)}&k=20`);
+    const rows = data.hits.map((h) => el("tr", {},
+      el("td", {}, el("button", { type: "button", class: "link", onclick: () => openChannel(h.channel, h.site) }, `${h.site} · channel ${h.channel}${h.polarity}`)),
+      el("td", { class: "num" }, fmt(h.similarity, 3)), el("td", { class: "num" }, h.score === null ? "n/a" : fmt(h.score, 2)), el("td", {}, h.text)));
+    $("#vision-results").replaceChildren(rows.length
+      ? el("table", { class: "data" }, el("tr", {}, el("th", {}, "channel"), el("th", {}, "similarity"), el("th", {}, "score"), el("th", {}, "description")), rows)
+      : el("p", { class: "muted" }, "No described channel matches."));
+  } catch (err) { showError(err.message); }
+}
+
+async function atlasSection(site, channel) {
+  const page = await fetchJson(`/api/vision/neuron?site=${encodeURIComponent(site)}&channel=${channel}&exemplars=16`);
+  const parts = [el("p", {}, `${page.id} over ${page.n_tokens.toLocaleString()} positions of the atlas's images: mean ${fmt(page.mean)}, max ${fmt(page.max_value)}, active ${pct(page.frac_active)}`)];
+  for (const [polarity, d] of Object.entries(page.descriptions)) {
+    if (d) parts.push(el("p", {}, `${polarity} ${d.text} `, el("span", { class: "muted" }, `(score ${d.score === null ? "n/a" : fmt(d.score, 2)})`)));
+  }
+  const shown = page.min_value !== null && page.min_value < 0 ? ["+", "-"] : ["+"];
+  for (const kind of shown) {
+    const cells = (page.exemplars[kind] || []).map((e) => el("figure", {}, exemplarCanvas(e, 72),
+      el("figcaption", {}, `${e.label ?? e.predicted ?? ""} · ${fmt(e.value, 3)}`)));
+    parts.push(el("h4", {}, kind === "+" ? "top images (boxed: the receptive field of the peak)" : "bottom images"),
+      el("div", { class: "exemplar-grid" }, cells));
+  }
+  return el("div", { class: "atlas-section" }, parts);
 }
 
 function readBase64(file) {
@@ -886,13 +939,16 @@ function renderVision(t) {
   $("#vision-channel").replaceChildren();
 }
 
-async function openChannel(channel) {
+async function openChannel(channel, site) {
   const box = $("#vision-channel");
-  const row = vision.trace && vision.trace.top.find((r) => r.channel === channel);
-  box.replaceChildren(el("h3", {}, `${vision.trace.site} · channel ${channel}`), row && row.map ? el("div", {}, el("span", { class: "muted" }, "its feature map on this image "), mapCanvas(row.map, 160)) : null);
+  site = site || vision.trace.site;
+  const traced = vision.trace && vision.trace.site === site;
+  const row = traced && vision.trace.top.find((r) => r.channel === channel);
+  box.replaceChildren(el("h3", {}, `${site} · channel ${channel}`), row && row.map ? el("div", {}, el("span", { class: "muted" }, "its feature map on this image "), mapCanvas(row.map, 160)) : null);
   try {
+    if (vision.info.atlas && vision.info.atlas.sites.includes(site)) box.append(await atlasSection(site, channel));
     const steps = Math.min(128, vision.info.max_maximize_steps);
-    const m = await api("/api/vision/maximize", { site: vision.trace.site, channel, steps }, `maximising channel ${channel}`);
+    const m = await api("/api/vision/maximize", { site, channel, steps }, `maximising channel ${channel}`);
     const h = m.pixels.length, w = m.pixels[0].length;
     const canvas = el("canvas", { width: String(w), height: String(h), class: "maximized" });
     const ctx = canvas.getContext("2d");
@@ -908,4 +964,5 @@ document.addEventListener("DOMContentLoaded", () => {
   $('.tabs button[data-tab="vision"]').addEventListener("click", loadVision);
   $("#vision-file").addEventListener("change", traceImage);
   $("#vision-site").addEventListener("change", traceImage);
+  $("#vision-search-form").addEventListener("submit", searchChannels);
 });

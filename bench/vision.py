@@ -1,0 +1,160 @@
+"""Benchmark: vision models (issue 21), each figure a ratio measured in one process.
+
+scan      image-scan throughput ÷ the plain forward: the same preprocessed batches through
+          the model alone and through the scanner (every canonical site's statistics:
+          exemplars with per-position activations, tails, moments, histogram). Decoding
+          and preprocessing, the same for both, are left out. Target: ≥ 0.9, i.e. the
+          scan takes ≤ 1.11x the forward. The digits: whole scans of the corpus against
+          plain passes over it, alternating, the median of the rounds' ratios. ResNet-18:
+          one scan of fresh random batches, timed batch by batch against the plain forward
+          after a warm-up (as a long scan runs).
+maximize  activation maximisation of N steps ÷ N plain forward + backward passes (to the
+          logits, input gradient) at the same resolution. Target: ≤ 1.3.
+
+Models: the digits CNN (8x8: a scan of all 1,797 digits in batches of 256) and ResNet-18
+(224 px, random weights and random pictures — speed depends on neither — batches of 32).
+
+    .venv/bin/python bench/vision.py [--rounds 5] [--models digits,resnet18] [--steps 512]
+        [--resnet-steps 64] [--warm 8] [--resnet-batches 16] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+import neurodbg
+from neurodbg.scan.scanner import Scanner
+from neurodbg.vision.image_scan import image_scan_sites, image_settings
+from neurodbg.vision.input_spec import input_spec
+from neurodbg.vision.maximize import maximize
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def digits_batches(model: neurodbg.Model, batch: int) -> list[torch.Tensor]:
+    """The digits: the whole corpus, once (a real scan's stream)."""
+    from neurodbg.vision.image_corpus import open_image_corpus
+    from neurodbg.vision.images import batch_of
+
+    corpus = open_image_corpus("digits")
+    return [batch_of(model, [corpus.image(i) for i in range(start, min(len(corpus), start + batch))])
+            for start in range(0, len(corpus), batch)]
+
+
+def scan_ratio(model: neurodbg.Model, name: str, batch: int, rounds: int) -> dict[str, object]:
+    """The digits: each round the plain forward over the whole corpus, then a fresh scanner over
+    it (a whole scan, its first batches included)."""
+    data = digits_batches(model, batch)
+    sites = image_scan_sites(model)
+
+    def plain() -> None:
+        with torch.no_grad():
+            for x in data:
+                model.module(x)
+
+    def scan() -> None:
+        scanner = Scanner(model, image_settings(batch_size=batch), wide=False, sites=sites)
+        seen = 0
+        for x in data:
+            scanner.forward(x, list(range(seen, seen + len(x))))
+            seen += len(x)
+
+    plain()
+    scan()                     # warm-up: allocations, and the C++ kernel built if this machine lacks it
+    ratios, base_times = [], []
+    for _ in range(rounds):
+        base = timed(plain)
+        ratios.append(timed(scan) / base)
+        base_times.append(base)
+    ratio = statistics.median(ratios)
+    images = sum(len(x) for x in data)
+    return {"model": name, "batch": batch, "images": images, "sites": len(sites),
+            "plain_images_per_s": round(images / statistics.median(base_times), 1),
+            "scan_time_ratio": round(ratio, 3), "throughput_ratio": round(1 / ratio, 3),
+            "rounds": [round(r, 3) for r in ratios]}
+
+
+def steady_scan_ratio(model: neurodbg.Model, name: str, batch: int, warm: int, timed_batches: int
+                      ) -> dict[str, object]:
+    """One scan of fresh batches: `warm` batches untimed (the first batches merge densely, as a
+    real scan's do once), then each later batch timed through the plain forward and through the
+    scanner in turn; the figure is the ratio of the sums."""
+    scanner = Scanner(model, image_settings(batch_size=batch), wide=False, sites=image_scan_sites(model))
+    generator = torch.Generator().manual_seed(0)
+    spec = input_spec(model)
+    seen, plain_s, scan_s, ratios = 0, 0.0, 0.0, []
+    for k in range(warm + timed_batches):
+        x = spec.normalise(torch.rand((batch, spec.channels, spec.size, spec.size), generator=generator))
+        with torch.no_grad():
+            base = timed(lambda x=x: model.module(x)) if k >= warm else 0.0
+        ids = list(range(seen, seen + batch))
+        took = timed(lambda x=x, ids=ids: scanner.forward(x, ids))
+        seen += batch
+        if k >= warm:
+            plain_s, scan_s = plain_s + base, scan_s + took
+            ratios.append(took / base)
+    ratio = scan_s / plain_s
+    return {"model": name, "batch": batch, "after_images": warm * batch, "timed_images": timed_batches * batch,
+            "sites": len(scanner.sites), "plain_images_per_s": round(timed_batches * batch / plain_s, 1),
+            "scan_time_ratio": round(ratio, 3), "throughput_ratio": round(1 / ratio, 3),
+            "median_batch_ratio": round(statistics.median(ratios), 3)}
+
+
+def maximize_ratio(model: neurodbg.Model, name: str, site: str, channel: int, steps: int) -> dict[str, object]:
+    spec = input_spec(model)
+    generator = torch.Generator().manual_seed(0)
+    pixels = spec.normalise(torch.rand((1, spec.channels, spec.size, spec.size), generator=generator))
+    for p in model.module.parameters():
+        p.requires_grad_(False)
+
+    def plain() -> None:
+        for _ in range(steps):
+            x = pixels.clone().requires_grad_(True)
+            model.module(x).sum().backward()
+
+    maximize(model, site, channel, steps=4)           # warm-up
+    base = timed(plain)
+    took = timed(lambda: maximize(model, site, channel, steps=steps))
+    return {"model": name, "site": site, "steps": steps, "size": spec.size,
+            "forward_backward_s": round(base, 2), "maximize_s": round(took, 2), "ratio": round(took / base, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--models", default="digits,resnet18")
+    parser.add_argument("--steps", type=int, default=512, help="maximisation steps (digits)")
+    parser.add_argument("--resnet-steps", type=int, default=64, help="maximisation steps (ResNet-18)")
+    parser.add_argument("--warm", type=int, default=8, help="ResNet-18: batches of 32 scanned before timing")
+    parser.add_argument("--resnet-batches", type=int, default=16, help="ResNet-18: batches of 32 timed")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    out: dict[str, list[dict[str, object]]] = {"scan": [], "maximize": []}
+    for name in args.models.split(","):
+        model = neurodbg.load_model(name, progress=False)
+        if name == "digits":
+            out["scan"].append(scan_ratio(model, name, 256, args.rounds))
+        else:
+            out["scan"].append(steady_scan_ratio(model, name, 32, args.warm, args.resnet_batches))
+        site, steps = ("stages.1.blocks.1.out", args.steps) if name == "digits" else \
+            ("stages.3.blocks.1.out", args.resnet_steps)
+        out["maximize"].append(maximize_ratio(model, name, site, 5, steps))
+        if not args.json:
+            print(f"{name}: scan {out['scan'][-1]}\n{name}: maximize {out['maximize'][-1]}", flush=True)
+    if args.json:
+        print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
