@@ -57,6 +57,10 @@ def _print(r: Report) -> None:
                   + ("  (from config alone)" if r.config_only else ""))
     console.print(f"parameters: [bold]{r.params.total:,}[/bold]  (trainable {r.params.trainable:,}"
                   + (", embeddings tied" if r.params.tied else "") + ")")
+    if r.params.moe:
+        first = r.params.moe[0]
+        console.print(f"active per token: [bold]{r.params.active_params:,}[/bold]  ({first.top_k} of "
+                      f"{first.experts} experts in {len(r.params.moe)} MoE layers)")
     if r.n_layers:
         console.print(f"layers: {r.n_layers}   MLP neurons per layer: {r.neurons_per_layer}")
     console.print("\n[bold]module tree[/bold]")

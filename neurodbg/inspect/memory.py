@@ -68,8 +68,16 @@ def activation_elements_per_token_layer(s: Shapes) -> int:
     # gated: gate and up outputs, the activation's saves, the product (down_proj input);
     # plain: fc output's activation saves and the projection input
     mlp_width = (3 + s.activation_saves) if s.gated_mlp else (1 + s.activation_saves)
-    mlp = 2 * s.hidden + mlp_width * s.intermediate
+    mlp = 2 * s.hidden + mlp_width * s.token_intermediate
     return attention + mlp
+
+
+def _moe_note(s: Shapes) -> list[str]:
+    if s.moe_intermediate is None:
+        return []
+    return [f"mixture of experts: weights (and gradients, optimizer state) for every expert; activations for "
+            f"the experts a token is routed to ({s.moe_intermediate:,} MLP intermediates per token, every layer "
+            f"counted as MoE)"]
 
 
 def inference_bill(n_params: int, s: Shapes, *, batch: int, seq: int, dtype: str = "float32") -> MemoryBill:
@@ -78,7 +86,7 @@ def inference_bill(n_params: int, s: Shapes, *, batch: int, seq: int, dtype: str
     bill.lines.append(BillLine("weights", n_params * b, f"{n_params:,} parameters x {b} bytes ({dtype})"))
     kv = 2 * s.layers * s.kv_dim * batch * seq * b
     bill.lines.append(BillLine("kv cache", kv, f"2 x {s.layers} layers x {s.kv_dim} kv dims x {batch}x{seq} tokens"))
-    work = batch * seq * (2 * s.hidden + 3 * s.intermediate) * b
+    work = batch * seq * (2 * s.hidden + 3 * s.token_intermediate) * b
     bill.lines.append(BillLine("working activations", work, "one layer's live tensors at a time (no grad)"))
     logits = batch * seq * s.vocab * 4
     bill.lines.append(BillLine("logits", logits, f"{batch}x{seq} positions x {s.vocab} vocab in float32"))
@@ -86,6 +94,7 @@ def inference_bill(n_params: int, s: Shapes, *, batch: int, seq: int, dtype: str
         "weights stored in the given dtype; no quantisation",
         "attention by a fused kernel (sdpa/flash): no seq x seq score matrix is kept",
         "logits for every position (generation needs only the last: divide that line by seq)",
+        *_moe_note(s),
         "framework overhead (CUDA context ~0.3-1 GB, allocator fragmentation) not included",
     ]
     return bill
@@ -117,6 +126,7 @@ def training_bill(n_params: int, s: Shapes, *, batch: int, seq: int, dtype: str 
     bill.assumptions += [
         f"weights, gradients and activations in {dtype}" + ("; optimizer states in float32" if per_param else ""),
         "attention by a fused kernel (sdpa/flash): no seq x seq score matrix is kept",
+        *_moe_note(s),
         "activations: tensors autograd saves for backward (norm inputs, projections' inputs, attention "
         "q/k/v/output, MLP intermediates); dropout masks off",
         "no sharding (ZeRO/FSDP) and no offloading; one device holds everything",

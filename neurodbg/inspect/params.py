@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from neurodbg.errors import ConfigError
+from neurodbg.inspect.moe import MoeLayer, active_params, moe_layers
 
 
 @dataclass
@@ -21,13 +22,24 @@ class ParamCount:
     trainable: int
     by_group: dict[str, int] = field(default_factory=dict)   # top-level children
     tied: bool = False
+    active: int | None = None                                 # per token (MoE); None: all of them
+    moe: list[MoeLayer] = field(default_factory=list)
+
+    @property
+    def active_params(self) -> int:
+        return self.total if self.active is None else self.active
 
     def to_dict(self) -> dict[str, Any]:
-        return {"total_params": self.total, "trainable_params": self.trainable,
-                "by_group": self.by_group, "tied_embeddings": self.tied}
+        out = {"total_params": self.total, "active_params": self.active_params, "trainable_params": self.trainable,
+               "by_group": self.by_group, "tied_embeddings": self.tied}
+        if self.moe:
+            first = self.moe[0]
+            out["moe"] = {"layers": len(self.moe), "experts": first.experts, "top_k": first.top_k,
+                          "expert_params": sum(layer.expert_params for layer in self.moe)}
+        return out
 
 
-def count_module(module: nn.Module) -> ParamCount:
+def count_module(module: nn.Module, config: Any = None) -> ParamCount:
     params = list(module.parameters())  # parameters() yields a shared tensor once
     total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)
@@ -41,7 +53,8 @@ def count_module(module: nn.Module) -> ParamCount:
         by_group[group] = by_group.get(group, 0) + p.numel()
     tied = len({id(p) for _, p in module.named_parameters(remove_duplicate=False)}) < \
         sum(1 for _ in module.named_parameters(remove_duplicate=False))
-    return ParamCount(total, trainable, by_group, tied)
+    layers = moe_layers(module, config)
+    return ParamCount(total, trainable, by_group, tied, active_params(total, layers) if layers else None, layers)
 
 
 def load_config(path: str | Path) -> Any:

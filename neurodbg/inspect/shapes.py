@@ -19,6 +19,12 @@ class Shapes:
     vocab: int
     gated_mlp: bool
     activation: str = ""
+    moe_intermediate: int | None = None   # MoE: MLP width a token goes through (k experts + shared)
+
+    @property
+    def token_intermediate(self) -> int:
+        """The MLP intermediates one token has: its k experts' (and a shared expert's) in a MoE."""
+        return self.intermediate if self.moe_intermediate is None else self.moe_intermediate
 
     @property
     def activation_saves(self) -> int:
@@ -61,4 +67,17 @@ def shapes_of(config: Any) -> Shapes:
         vocab=_first(config, "vocab_size"),
         gated_mlp=gated,
         activation=act,
+        moe_intermediate=_moe_width(config),
     )
+
+
+def _moe_width(config: Any) -> int | None:
+    """k routed experts' intermediate width plus a shared expert's, for a MoE config; else None."""
+    experts = _first(config, "num_local_experts", "num_experts", "n_routed_experts", default=0)
+    k = _first(config, "num_experts_per_tok", "moe_topk", "num_selected_experts", default=0)
+    if experts <= 1 or k <= 0:
+        return None
+    width = _first(config, "moe_intermediate_size", "intermediate_size", "ffn_dim")
+    shared = _first(config, "shared_expert_intermediate_size", default=0) or \
+        _first(config, "n_shared_experts", "num_shared_experts", default=0) * width
+    return k * width + shared
