@@ -15,6 +15,7 @@ from neurodbg.cli import (
     inspect_cmd,
     lens_cmd,
     models_cmd,
+    moe_cmd,
     monitor_cmd,
     runs_cmd,
     scan_cmd,
@@ -45,6 +46,7 @@ app.add_typer(corpus_cmd.app, name="corpus")
 app.add_typer(atlas_cmd.app, name="atlas")
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(vision_cmd.app, name="vision")
+app.add_typer(moe_cmd.app, name="moe")
 
 EXIT_BAD_INPUT = 2
 

@@ -16,7 +16,9 @@ from neurodbg.sites.structural import StructuralAdapter, structural_adapter_for
 # Per-layer site name -> (path relative to the layer, port, tuple element).
 LayerMap = dict[str, tuple[str, Port, int]]
 
-PER_LAYER_ORDER = ("resid_in", "attn.out", "attn.pattern", "mlp.in", "mlp.act", "mlp.out", "resid_out")
+PER_LAYER_ORDER = ("resid_in", "attn.out", "attn.pattern", "mlp.in", "router.logits", "router.weights",
+                   "router.experts", "shared.act", "mlp.act", "mlp.out", "resid_out")
+ROUTER_SITES = ("router.logits", "router.weights", "router.experts")
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,9 @@ class BoundAdapter:
                     continue
                 name = f"layers.{i}.{short}"
                 pattern = short == "attn.pattern"
-                sites[name] = Site(name, path, port, index, layer=i, editable=not pattern,
-                                   needs_eager_attention=pattern, token_axis=2 if pattern else 1)
+                router = short in ROUTER_SITES
+                sites[name] = Site(name, path, port, index, layer=i, editable=not (pattern or router),
+                                   needs_eager_attention=pattern, token_axis=2 if pattern else 1, flat_tokens=router)
         if a.final_norm and (norm := _join(self.base, a.final_norm)) in modules:
             sites["final_norm"] = Site("final_norm", norm, "output")
         for cand in a.logits:

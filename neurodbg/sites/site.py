@@ -31,6 +31,9 @@ class Site:
     # convolution outputs [batch, channels, H, W]: the channels are the neurons and the H*W spatial
     # positions (row-major) play the tokens' part in interventions
     channel_axis: int | None = None
+    # a [batch x tokens, units] tensor (a mixture of experts' router reshapes its input so): traced
+    # as [batch, tokens, units], so positions and captures work as for any other site
+    flat_tokens: bool = False
 
     @property
     def is_raw(self) -> bool:

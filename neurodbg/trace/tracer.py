@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +77,7 @@ class Trace:
         self._handles: list[RemovableHandle] = []
         self._restore_attn: str | None = None
         self.prompt_len = 0
+        self._batch = 1              # the current forward's batch size (for `Site.flat_tokens`)
         self._generating = False
         self._seen = 0              # tokens consumed by earlier steps of a cached generation
         self._step_offset = 0       # absolute position of the current step's first token
@@ -187,6 +189,8 @@ class Trace:
 
     # -- hooks -------------------------------------------------------------------------------
     def _on_root_start(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        given = kwargs.get("input_ids", kwargs.get("inputs_embeds", args[0] if args else None))
+        self._batch = int(given.shape[0]) if isinstance(given, torch.Tensor) and given.dim() >= 2 else 1
         if not self._generating:
             # Each plain call of the model is a new run: positions restart, captures too.
             self._start_run(generating=False)
@@ -206,6 +210,10 @@ class Trace:
     def _process(self, site: Site, value: torch.Tensor, capture: Capture | None,
                  edits: list[Intervention]) -> torch.Tensor | None:
         """Apply this site's edits, record the result; None when nothing changed."""
+        if site.flat_tokens and value.dim() == 2 and value.shape[0] % self._batch == 0:
+            new = self._process(replace(site, flat_tokens=False), value.view(self._batch, -1, value.shape[-1]),
+                                capture, edits)
+            return None if new is None else new.reshape(value.shape)
         if site.channel_axis == 1 and value.dim() == 4:
             edited = self._edit_channels(site, value, edits)
         else:

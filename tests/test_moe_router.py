@@ -1,0 +1,151 @@
+"""Mixture-of-experts routers: canonical router sites on tiny random models of each family
+(traced runs bit-identical to plain ones), router health equal to a manual recomputation
+from the gate's own weights, the verdicts' thresholds, and `neurodbg moe report`."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from test_moe_anatomy import tiny_moe
+
+import neurodbg
+from neurodbg.analyze.moe_report import moe_report
+from neurodbg.analyze.router_health import RouterStats
+from neurodbg.corpus import open_corpus
+from neurodbg.errors import InterventionError, NeurodbgError
+
+
+@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"])
+def test_router_sites_and_a_bit_identical_traced_run(name: str) -> None:
+    module, experts, top_k = tiny_moe(name)
+    model = neurodbg.Model(module, name=name)
+    assert model.family == "moe"
+    assert {"layers.1.router.logits", "layers.1.router.weights", "layers.1.router.experts", "layers.1.mlp.in",
+            "layers.1.resid_out"} <= set(model.sites)
+    assert ("layers.0.shared.act" in model.sites) == (name == "qwen2_moe")
+    ids = torch.randint(0, 128, (3, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain = module(ids).logits
+    tr = model.run(ids, capture=["layers.*.router.logits", "layers.1.router.experts", "layers.1.router.weights"])
+    assert torch.equal(tr.logits, plain)
+    assert tr["layers.0.router.logits"].shape == (3, 9, experts)              # per token, not flattened
+    assert tr["layers.1.router.experts"].shape == tr["layers.1.router.weights"].shape == (3, 9, top_k)
+    with pytest.raises(InterventionError, match="captured but not edited"):
+        model.run(ids, interventions=[{"op": "ablate", "site": "layers.0.router.logits"}])
+
+
+def test_router_health_equals_a_manual_recomputation_from_the_gate_weights() -> None:
+    module, experts, top_k = tiny_moe("mixtral")
+    model = neurodbg.Model(module, name="mixtral")
+    batches = [torch.randint(0, 128, (4, 16), generator=torch.Generator().manual_seed(s)) for s in range(3)]
+    stats = RouterStats(1, experts, top_k)
+    inputs: list[torch.Tensor] = []
+    gate = module.model.layers[1].mlp.gate
+    hook = gate.register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach().clone()))
+    try:
+        for ids in batches:
+            tr = model.run(ids, capture=["layers.1.router.logits", "layers.1.router.experts",
+                                         "layers.1.router.weights"])
+            stats.update(tr["layers.1.router.logits"], tr["layers.1.router.experts"],
+                         tr["layers.1.router.weights"], capacity_factor=1.0)
+    finally:
+        hook.remove()
+    health = stats.health()
+    # by hand: logits from the gate's weight, softmax, top-k, loads per forward batch
+    counts, probs_all, weight_sum, overflowing = torch.zeros(experts), [], torch.zeros(experts), 0.0
+    for x in inputs:
+        logits = x.reshape(-1, x.shape[-1]).double() @ gate.weight.detach().double().T
+        probs = torch.softmax(logits, -1)
+        top, chosen = probs.topk(top_k, -1)
+        weights = top / top.sum(-1, keepdim=True)
+        batch_counts = torch.bincount(chosen.flatten(), minlength=experts).double()
+        counts += batch_counts
+        probs_all.append(probs)
+        weight_sum += torch.zeros(experts, dtype=torch.float64).index_add_(0, chosen.flatten(), weights.flatten())
+        overflowing += float((batch_counts - math.ceil(chosen.numel() / experts)).clamp_min(0).sum())
+    probs = torch.cat(probs_all)
+    assert health.tokens == probs.shape[0] == 3 * 4 * 16
+    assert health.shares == pytest.approx((counts / counts.sum()).tolist(), abs=1e-6)
+    assert health.mean_prob == pytest.approx(probs.mean(0).tolist(), abs=1e-5)
+    assert health.mean_weight == pytest.approx((weight_sum / counts).tolist(), abs=1e-5)
+    entropy = float(-(probs * probs.log()).sum(-1).mean() / math.log(experts))
+    assert health.entropy == pytest.approx(entropy, abs=1e-5)
+    assert health.cv2 == pytest.approx(float(counts.var(unbiased=False) / counts.mean() ** 2), abs=1e-6)
+    assert health.overflow == pytest.approx(overflowing / (counts.sum().item()), abs=1e-6)
+
+
+def routed(shares: list[float], tokens: int = 10_000) -> RouterStats:
+    """Stats of a top-1 router that sent `shares` of the tokens to each expert."""
+    experts = len(shares)
+    counts = [round(s * tokens) for s in shares]
+    chosen = torch.cat([torch.full((c,), e) for e, c in enumerate(counts)]).view(-1, 1)
+    logits = torch.nn.functional.one_hot(chosen[:, 0], experts).double() * 4.0
+    stats = RouterStats(0, experts, 1)
+    stats.update(logits, chosen, torch.ones_like(chosen, dtype=torch.float64), capacity_factor=1.25)
+    return stats
+
+
+def test_verdicts_follow_the_seeds_thresholds_for_any_number_of_experts() -> None:
+    collapsed = routed([0.9, 0.1 - 0.0035, 0.0035] + [0.0] * 5).health()
+    assert collapsed.verdicts == ["collapse", "idle"] and collapsed.dominant == 0
+    assert collapsed.idle == [2, 3, 4, 5, 6, 7]                            # under 1 % of 8 experts' tokens
+    assert routed([0.125] * 8).health().verdicts == ["healthy"]
+    assert routed([0.05, 0.2, 0.15, 0.1, 0.1, 0.15, 0.15, 0.1]).health().verdicts == ["healthy"]   # the 5-20 % band
+    assert routed([0.25, 0.15, 0.15, 0.1, 0.1, 0.1, 0.1, 0.05]).health().verdicts == ["imbalanced"]
+    wide = routed([1 / 64] * 63 + [0.0]).health()                          # 64 experts: idle under 0.125 %
+    assert wide.verdicts == ["idle"] and wide.idle == [63]
+    even = routed([0.125] * 8).health()
+    assert even.cv2 == pytest.approx(0.0) and even.overflow == 0.0
+    assert collapsed.overflow == pytest.approx(0.9 - 1.25 / 8, abs=1e-3)  # beyond capacity 1.25 x 1/8
+
+
+@pytest.fixture(scope="module")
+def tiny_mixtral_dir(tmp_path_factory: pytest.TempPathFactory, default_model: neurodbg.Model) -> Path:
+    """A random Mixtral with the default model's tokenizer, saved as a model directory."""
+    tok = default_model.tokenizer
+    config = transformers.MixtralConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
+                                        num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=128)
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-mixtral")
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+def test_moe_report_over_a_corpus_and_bad_input(tiny_mixtral_dir: Path, default_model: neurodbg.Model) -> None:
+    model = neurodbg.load_model(str(tiny_mixtral_dir), progress=False)
+    report = moe_report(model, open_corpus("default"), tokens=1024, progress=False)
+    assert report.tokens == 1024 and [layer.layer for layer in report.layers] == [0, 1]
+    assert all(sum(layer.shares) == pytest.approx(1.0) and layer.verdicts for layer in report.layers)
+    with pytest.raises(NeurodbgError, match="not a mixture of experts"):
+        moe_report(default_model, open_corpus("default"), tokens=64, progress=False)
+    with pytest.raises(NeurodbgError, match="capacity factor must be a positive number"):
+        moe_report(model, open_corpus("default"), tokens=64, capacity_factor=0.0, progress=False)
+
+
+def test_cli_moe_report(tiny_mixtral_dir: Path, tmp_path: Path) -> None:
+    command = str(Path(sys.executable).with_name("neurodbg"))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([command, "moe", "report", *args], capture_output=True, text=True, timeout=600,
+                              check=False)
+
+    done = run("--model", str(tiny_mixtral_dir), "--tokens", "512", "--json", "--png", str(tmp_path / "moe.png"))
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert [layer["layer"] for layer in out["layers"]] == [0, 1] and len(out["layers"][0]["shares"]) == 8
+    assert set(out["layers"][0]["verdicts"]) <= {"collapse", "idle", "healthy", "imbalanced"}
+    assert (tmp_path / "moe.png").read_bytes()[:4] == b"\x89PNG"
+    for args, message in ((["--tokens", "64"], "not a mixture of experts"),
+                          (["--model", str(tiny_mixtral_dir), "--capacity-factor", "-1"], "capacity factor")):
+        done = run(*args)
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, \
+            (args, done.stderr)
