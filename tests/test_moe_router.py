@@ -149,3 +149,64 @@ def test_cli_moe_report(tiny_mixtral_dir: Path, tmp_path: Path) -> None:
         done = run(*args)
         assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, \
             (args, done.stderr)
+
+
+def by_hand(block: torch.nn.Module, x: torch.Tensor, experts: list[int]) -> torch.Tensor:
+    """A Mixtral block's output for one token [H] routed to `experts`, from its fused weights."""
+    with torch.no_grad():
+        probs = torch.softmax((x @ block.gate.weight.T).float(), -1)
+        weights = probs[experts] / probs[experts].sum()
+        out = torch.zeros_like(x)
+        for w, e in zip(weights, experts, strict=True):
+            gate, up = (x @ block.experts.gate_up_proj[e].T).chunk(2)
+            out += w * ((torch.nn.functional.silu(gate) * up) @ block.experts.down_proj[e].T)
+        return out
+
+
+def test_forcing_and_banning_experts_equal_routing_by_hand() -> None:
+    module, _, top_k = tiny_moe("mixtral")
+    model = neurodbg.Model(module, name="mixtral")
+    block = module.model.layers[0].mlp
+    ids = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(3))
+    sites = ["layers.0.mlp.in", "layers.0.mlp.out", "layers.0.router.experts"]
+    base = model.run(ids, capture=sites)
+    forced = model.run(ids, capture=sites, interventions=[
+        {"op": "force_experts", "site": "layers.0.router.logits", "experts": [3, 1], "tokens": [2]}])
+    assert forced["layers.0.router.experts"][:, 2].tolist() == [[3, 1], [3, 1]]
+    for b in range(2):
+        assert torch.allclose(forced["layers.0.mlp.out"][b, 2], by_hand(block, base["layers.0.mlp.in"][b, 2], [3, 1]),
+                              atol=1e-5)
+    # other tokens keep their routing exactly (their outputs only up to rounding: an expert's
+    # matrix product over a different set of tokens rounds differently)
+    untouched = [t for t in range(6) if t != 2]
+    assert torch.equal(forced["layers.0.router.experts"][:, untouched], base["layers.0.router.experts"][:, untouched])
+    assert torch.allclose(forced["layers.0.mlp.out"][:, untouched], base["layers.0.mlp.out"][:, untouched], atol=1e-6)
+    # one forced expert: it takes the first slot, the router's best other choice the second
+    one = model.run(ids, capture=sites, interventions=[
+        {"op": "force_experts", "site": "layers.0.router.logits", "experts": [5], "tokens": "all"}])
+    assert (one["layers.0.router.experts"][..., 0] == 5).all()
+    top = int(base["layers.0.router.experts"][0, 0, 0])
+    banned = model.run(ids, capture=sites, interventions=[
+        {"op": "ban_experts", "site": "layers.*.router.logits", "experts": [top]}])
+    assert not (banned["layers.0.router.experts"] == top).any()
+    x = base["layers.0.mlp.in"][0, 0]
+    with torch.no_grad():
+        probs = torch.softmax((x @ block.gate.weight.T).float(), -1)
+    probs[top] = -1
+    assert torch.allclose(banned["layers.0.mlp.out"][0, 0], by_hand(block, x, probs.topk(top_k).indices.tolist()),
+                          atol=1e-5)
+
+
+@pytest.mark.parametrize(("iv", "message"), [
+    ({"op": "ban_experts", "site": "layers.0.router.logits", "experts": [6]}, "expert 6 out of range"),
+    ({"op": "force_experts", "site": "layers.0.router.logits", "experts": [1, 2, 3]}, "each token goes to 2"),
+    ({"op": "ban_experts", "site": "layers.0.router.logits", "experts": [0, 1, 2, 3, 4]}, "leaves fewer than"),
+    ({"op": "force_experts", "site": "layers.0.mlp.in", "experts": [1]}, "its site is a router site"),
+    ({"op": "force_experts", "site": "layers.0.router.logits", "experts": [1], "tokens": [9]}, "out of range"),
+    ({"op": "force_experts", "site": "layers.0.router.logits", "experts": []}, "at least 1"),
+    ({"op": "ban_experts", "site": "layers.0.router.logits", "experts": [1], "neurons": [2]}, "neurons"),
+])
+def test_bad_router_edits(iv: dict, message: str) -> None:
+    module, _, _ = tiny_moe("mixtral")
+    with pytest.raises(NeurodbgError, match=message):
+        neurodbg.Model(module, name="mixtral").run(torch.randint(0, 128, (1, 6)), interventions=[iv])

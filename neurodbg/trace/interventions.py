@@ -71,7 +71,33 @@ class Patch(_Base):
     source: str = Field(min_length=1)
 
 
-Intervention = Annotated[SetValue | Scale | Add | Ablate | AddVector | Patch, Field(discriminator="op")]
+class _RouterEdit(_Base):
+    """A mixture of experts' routing changed for the named tokens: `site` is a router site
+    (`layers.{i}.router.logits`, or a pattern over them); `experts` are expert indices.
+    The router's probabilities are kept; only which experts are chosen changes, and the
+    chosen ones' weights are renormalised as the family's router does."""
+
+    neurons: None = None
+    experts: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+
+
+class ForceExperts(_RouterEdit):
+    """Route the tokens to `experts` (they take the first slots, in this order; any slots left
+    of the k keep the router's next choices)."""
+
+    op: Literal["force_experts"] = "force_experts"
+
+
+class BanExperts(_RouterEdit):
+    """Never route the tokens to `experts` (the router's next choices take their slots)."""
+
+    op: Literal["ban_experts"] = "ban_experts"
+
+
+RouterEdit = ForceExperts | BanExperts
+
+Intervention = Annotated[SetValue | Scale | Add | Ablate | AddVector | Patch | ForceExperts | BanExperts,
+                         Field(discriminator="op")]
 
 SPEC_VERSION: Literal[1] = 1
 

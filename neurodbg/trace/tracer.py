@@ -23,8 +23,10 @@ from torch.utils.hooks import RemovableHandle
 from neurodbg.errors import InterventionError, NeuronIndexError
 from neurodbg.sites.site import Site
 from neurodbg.trace.edits import absolute_tokens, apply_edit
-from neurodbg.trace.interventions import Intervention, Patch, parse_interventions
+from neurodbg.trace.interventions import BanExperts, ForceExperts, Intervention, Patch, parse_interventions
 from neurodbg.trace.reducers import Capture, ReduceName
+
+RouterEdit = ForceExperts | BanExperts
 
 if TYPE_CHECKING:
     from neurodbg.model import Model
@@ -65,7 +67,12 @@ class Trace:
         self._captures = {site.name: Capture(reduce, site.token_axis) for site in self.capture_sites}
         self._edits: dict[str, list[Intervention]] = defaultdict(list)
         self._edit_sites: dict[str, Site] = {}
+        self._router_edits: dict[str, list[RouterEdit]] = defaultdict(list)   # router module path -> edits
+        self._router_names: dict[str, set[str]] = defaultdict(set)             # ... and the sites naming it
         for iv in self.interventions:
+            if isinstance(iv, (ForceExperts, BanExperts)):
+                self._add_router_edit(iv)
+                continue
             for site in model.resolve(iv.site):
                 if not site.editable:
                     raise InterventionError(f"{site.name} can be captured but not edited")
@@ -98,6 +105,18 @@ class Trace:
                  tb: TracebackType | None) -> None:
         self._remove()
 
+    def _add_router_edit(self, iv: RouterEdit) -> None:
+        from neurodbg.trace.routing import check_router_edit
+
+        named = dict(self.model.module.named_modules())
+        for site in self.model.resolve(iv.site):
+            if ".router." not in site.name:
+                raise InterventionError(f"{iv.op} changes a mixture of experts' routing: its site is a router "
+                                        f"site (layers.{{i}}.router.logits), not {site.name}")
+            check_router_edit(iv, named[site.module_path], site.name)
+            self._router_edits[site.module_path].append(iv)
+            self._router_names[site.module_path].add(site.name)
+
     def _install(self) -> None:
         module = self.model.module
         sites = {s.name: s for s in self.capture_sites} | self._edit_sites
@@ -106,6 +125,9 @@ class Trace:
         named = dict(module.named_modules())
         self._handles.append(module.register_forward_pre_hook(self._on_root_start, with_kwargs=True))
         self._handles.append(module.register_forward_hook(self._on_root_end, with_kwargs=True))
+        for path, router_edits in self._router_edits.items():    # before captures: they see the new routing
+            self._handles.append(named[path].register_forward_hook(
+                self._router_hook(router_edits, self._router_names[path])))
         for name, site in sites.items():
             target = named[site.module_path]
             capture = self._captures.get(name)
@@ -256,6 +278,17 @@ class Trace:
         # back in the module's own memory layout: a channels-last view would send the next layer
         # down another kernel, whose rounding differs
         return torch.empty_like(value).copy_(edited.transpose(1, 2).reshape(b, c, h, w))
+
+    def _router_hook(self, edits: list[RouterEdit], names: set[str]) -> Any:
+        from neurodbg.trace.routing import reroute
+
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+            length = int(output[0].shape[0]) // self._batch if isinstance(output, tuple) else 0
+            for name in names:                 # for the positions check at the end of the run
+                self._max_position[name] = self._step_offset + length - 1
+            return reroute(module, output, edits, batch=self._batch, offset=self._step_offset,
+                           prompt_len=self.prompt_len or 1)
+        return hook
 
     def _output_hook(self, site: Site, capture: Capture | None, edits: list[Intervention]) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
