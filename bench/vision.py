@@ -23,22 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from timing import timed  # bench/timing.py (scripts run from bench/)
 
 import neurodbg
 from neurodbg.scan.scanner import Scanner
 from neurodbg.vision.image_scan import image_scan_sites, image_settings
 from neurodbg.vision.input_spec import input_spec
 from neurodbg.vision.maximize import maximize
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def digits_batches(model: neurodbg.Model, batch: int) -> list[torch.Tensor]:

@@ -138,11 +138,13 @@ def test_cli_moe_report(tiny_mixtral_dir: Path, tmp_path: Path) -> None:
         return subprocess.run([command, "moe", "report", *args], capture_output=True, text=True, timeout=600,
                               check=False)
 
-    done = run("--model", str(tiny_mixtral_dir), "--tokens", "512", "--json", "--png", str(tmp_path / "moe.png"))
+    done = run("--model", str(tiny_mixtral_dir), "--tokens", "512", "--zombies", "--json", "--png",
+               str(tmp_path / "moe.png"))
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert [layer["layer"] for layer in out["layers"]] == [0, 1] and len(out["layers"][0]["shares"]) == 8
-    assert set(out["layers"][0]["verdicts"]) <= {"collapse", "idle", "healthy", "imbalanced"}
+    assert set(out["layers"][0]["verdicts"]) <= {"collapse", "idle", "healthy", "imbalanced", "zombie"}
+    assert len(out["layers"][1]["output_variance"]) == 8
     assert (tmp_path / "moe.png").read_bytes()[:4] == b"\x89PNG"
     for args, message in ((["--tokens", "64"], "not a mixture of experts"),
                           (["--model", str(tiny_mixtral_dir), "--capacity-factor", "-1"], "capacity factor")):
@@ -210,3 +212,42 @@ def test_bad_router_edits(iv: dict, message: str) -> None:
     module, _, _ = tiny_moe("mixtral")
     with pytest.raises(NeurodbgError, match=message):
         neurodbg.Model(module, name="mixtral").run(torch.randint(0, 128, (1, 6)), interventions=[iv])
+
+
+def test_expert_output_variance_by_hand_and_a_zombie_expert(default_model: neurodbg.Model) -> None:
+    from neurodbg.analyze.expert_outputs import watch_expert_outputs
+
+    tok = default_model.tokenizer
+    config = transformers.MixtralConfig(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
+                                        num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=128)
+    torch.manual_seed(0)
+    module = transformers.AutoModelForCausalLM.from_config(config).eval()
+    model = neurodbg.Model(module, tokenizer=tok, name="tiny-mixtral")
+    ids = torch.randint(0, len(tok), (2, 24), generator=torch.Generator().manual_seed(0))
+    plain = model.run(ids, capture=["layers.1.mlp.in", "layers.1.router.experts"])
+    with watch_expert_outputs(model, [0, 1]) as outputs:
+        watched = model.run(ids)
+    assert torch.equal(watched.logits, plain.logits)                      # the model's own computation untouched
+    assert not module.model.layers[1].mlp.experts._forward_hooks              # and the hooks gone
+    block = module.model.layers[1].mlp
+    x = plain["layers.1.mlp.in"].reshape(-1, 64)
+    chosen = plain["layers.1.router.experts"].reshape(-1, 2)
+    for e, variance in enumerate(outputs[1].variance()):
+        rows = (chosen == e).any(-1)
+        if not rows.any():
+            assert variance is None
+            continue
+        with torch.no_grad():
+            gate, up = (x[rows] @ block.experts.gate_up_proj[e].T).chunk(2, -1)
+            y = ((torch.nn.functional.silu(gate) * up) @ block.experts.down_proj[e].T).double()
+        assert variance == pytest.approx(float(y.var(0, unbiased=False).mean()), rel=1e-6)
+    with torch.no_grad():
+        module.model.layers[0].mlp.experts.down_proj[3] *= 1e-3          # expert 3 of layer 0 answers ~nothing
+    report = moe_report(model, open_corpus("default"), tokens=1024, zombies=True, progress=False)
+    first = report.layers[0]
+    assert "zombie" in first.verdicts and first.zombies == [3] and first.shares[3] > 0
+    assert report.layers[1].zombies == [] and report.layers[1].output_variance is not None
+    plain_report = moe_report(model, open_corpus("default"), tokens=1024, progress=False)
+    assert plain_report.layers[0].output_variance is None and "zombie" not in plain_report.layers[0].verdicts
+    assert plain_report.layers[0].shares == first.shares

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from neurodbg.analyze.expert_outputs import watch_expert_outputs
 from neurodbg.analyze.router_health import HealthThresholds, LayerHealth, RouterStats
 from neurodbg.errors import CorpusError, NeurodbgError
 from neurodbg.model import Model
@@ -44,9 +45,10 @@ def router_layers(model: Model) -> list[int]:
 
 
 def moe_report(model: Model, source: Any, *, tokens: int = 16_384, seq_len: int = 64, batch_size: int = 8,
-               capacity_factor: float = 1.25, thresholds: HealthThresholds | None = None,
+               capacity_factor: float = 1.25, thresholds: HealthThresholds | None = None, zombies: bool = False,
                progress: bool = True) -> MoeReport:
-    """Router health of every MoE layer over the first `tokens` tokens of `source` (a corpus)."""
+    """Router health of every MoE layer over the first `tokens` tokens of `source` (a corpus).
+    `zombies`: also each expert's output variance (recomputes the routed experts: `expert_outputs`)."""
     from neurodbg.corpus import sequences
 
     layers = router_layers(model)
@@ -58,11 +60,14 @@ def moe_report(model: Model, source: Any, *, tokens: int = 16_384, seq_len: int 
     if model.tokenizer is None:
         raise CorpusError(f"{model.name} has no tokenizer; a corpus report needs one")
     names = [f"layers.{i}.router.{part}" for i in layers for part in ("logits", "experts", "weights")]
+    if zombies:       # the last layer's whole MoE block runs too (the trace stops after it)
+        names.append(f"layers.{layers[-1]}.mlp.out")
     stats: dict[int, RouterStats] = {}
     wanted = math.ceil(tokens / seq_len)
     stream = islice(sequences(source, model.tokenizer, seq_len=seq_len), wanted)
     seen = 0
-    with RateProgress(progress, "routing", wanted * seq_len, unit="tokens") as bar:
+    with RateProgress(progress, "routing", wanted * seq_len, unit="tokens") as bar, \
+            watch_expert_outputs(model, layers if zombies else []) as outputs:
         while batch := list(islice(stream, batch_size)):
             ids = torch.tensor([s.ids for s in batch], dtype=torch.long, device=model.device)
             with model.trace(capture=names, stop_early=True) as tr:
@@ -77,4 +82,4 @@ def moe_report(model: Model, source: Any, *, tokens: int = 16_384, seq_len: int 
     if seen == 0:
         raise CorpusError(f"corpus {getattr(source, 'name', source)} yielded no sequence of {seq_len} tokens")
     return MoeReport(model.name, str(getattr(source, "name", source)), seen, capacity_factor,
-                     [stats[i].health(thresholds) for i in layers])
+                     [stats[i].health(thresholds, outputs[i].variance() if i in outputs else None) for i in layers])

@@ -15,7 +15,10 @@ Verdicts, with the seeds' thresholds for 8 experts generalised to E experts:
 - `collapse`: one expert takes more than `collapse_share` (80 %) of a layer's slots;
 - `idle`: an expert under `idle_fraction` ÷ E of them (1 % at 8 experts);
 - `healthy`: every expert within [`healthy_low` ÷ E, `healthy_high` ÷ E] (5–20 % at 8);
-- `imbalanced`: neither collapsed nor healthy."""
+- `imbalanced`: neither collapsed nor healthy;
+- `zombie`: an expert that gets tokens but whose output varies less than `zombie_fraction`
+  (1 %) of the median expert's of its layer (the variance of its output before the
+  routing weight, over its tokens: `expert_outputs`), when the report measured it."""
 
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ class HealthThresholds:
     idle_fraction: float = 0.08
     healthy_low: float = 0.4
     healthy_high: float = 1.6
+    zombie_fraction: float = 0.01
 
 
 @dataclass
@@ -52,6 +56,8 @@ class LayerHealth:
     verdicts: list[str]
     idle: list[int] = field(default_factory=list)
     dominant: int | None = None          # the collapsed-onto expert
+    output_variance: list[float | None] | None = None   # per expert (None: not measured, or no tokens)
+    zombies: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,7 +97,8 @@ class RouterStats:
         self.overflowing += float((counts - capacity).clamp_min(0).sum())
         self.overflow_at = capacity_factor
 
-    def health(self, thresholds: HealthThresholds | None = None) -> LayerHealth:
+    def health(self, thresholds: HealthThresholds | None = None,
+               output_variance: list[float | None] | None = None) -> LayerHealth:
         t = thresholds or HealthThresholds()
         if self.tokens == 0:
             raise NeurodbgError(f"layer {self.layer}'s router saw no tokens")
@@ -109,12 +116,22 @@ class RouterStats:
             dominant = top
         if idle:
             verdicts.append("idle")
+        zombies: list[int] = []
+        measured = sorted(v for v in (output_variance or []) if v is not None)
+        if measured:
+            median = measured[len(measured) // 2]
+            zombies = [i for i, v in enumerate(output_variance or []) if v is not None
+                       and v < t.zombie_fraction * median]
         if not verdicts:
             healthy = all(t.healthy_low / e <= s <= t.healthy_high / e for s in shares)
             verdicts.append("healthy" if healthy else "imbalanced")
+        if zombies:
+            verdicts.append("zombie")
         return LayerHealth(self.layer, e, self.top_k, self.tokens, [round(s, 6) for s in shares],
                            [round(float(p / self.tokens), 6) for p in self.prob_sum],
                            [None if w is None else round(w, 6) for w in mean_weight],
                            round(self.entropy_sum / self.tokens / math.log(e), 6), round(cv2, 6),
                            round(self.overflowing / self.slots, 6) if self.slots else 0.0,
-                           float(self.overflow_at or 0.0), verdicts, idle, dominant)
+                           float(self.overflow_at or 0.0), verdicts, idle, dominant,
+                           None if output_variance is None else
+                           [None if v is None else float(f"{v:.6g}") for v in output_variance], zombies)

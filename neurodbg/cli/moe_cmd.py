@@ -24,6 +24,9 @@ def report(
     capacity_factor: Annotated[float, typer.Option(parser=finite(), help="Capacity per expert, as a multiple of "
                                                                          "an even share, for the overflow rate.")]
     = 1.25,
+    zombies: Annotated[bool, typer.Option("--zombies", help="Also each expert's output variance, to find "
+                                                            "experts that answer with almost nothing (recomputes "
+                                                            "the routed experts: about 2x their cost).")] = False,
     png: Annotated[Path | None, typer.Option(help="Write the layers x experts heatmap of shares here.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -36,20 +39,22 @@ def report(
     source = open_corpus(corpus)
     m = load(model, quiet=json_out)
     result = moe_report(m, source, tokens=tokens, seq_len=seq_len, batch_size=batch_size,
-                        capacity_factor=capacity_factor, progress=not json_out)
+                        capacity_factor=capacity_factor, zombies=zombies, progress=not json_out)
     out = result.to_dict()
     if png is not None:
         out["png"] = str(result.figure(png))
     if json_out:
         emit_json(out)
         return
-    table = Table("layer", "verdicts", "largest share", "idle experts", "entropy", "CV²",
+    table = Table("layer", "verdicts", "largest share", "idle experts", "zombie experts", "entropy", "CV²",
                   f"overflow @{capacity_factor:g}", title=f"{result.model}: router health over {result.tokens:,} "
                                                          f"tokens of {result.corpus}")
     for layer in result.layers:
         top = max(range(layer.experts), key=lambda e: layer.shares[e])
         table.add_row(str(layer.layer), ", ".join(layer.verdicts), f"{layer.shares[top]:.1%} (expert {top})",
-                      ", ".join(map(str, layer.idle)) or "-", f"{layer.entropy:.3f}", f"{layer.cv2:.3f}",
+                      ", ".join(map(str, layer.idle)) or "-",
+                      (", ".join(map(str, layer.zombies)) or "-") if zombies else "not measured",
+                      f"{layer.entropy:.3f}", f"{layer.cv2:.3f}",
                       f"{layer.overflow:.1%}")
     console.print(table)
     if png is not None:
