@@ -251,3 +251,45 @@ def test_expert_output_variance_by_hand_and_a_zombie_expert(default_model: neuro
     plain_report = moe_report(model, open_corpus("default"), tokens=1024, progress=False)
     assert plain_report.layers[0].output_variance is None and "zombie" not in plain_report.layers[0].verdicts
     assert plain_report.layers[0].shares == first.shares
+
+
+def test_an_expert_atlas_from_the_router_logits(tiny_mixtral_dir: Path, tmp_path: Path) -> None:
+    """Scanning `layers.*.router.logits` makes each expert a neuron of the atlas: the tokens
+    routed to it most strongly, described and searchable like neurons."""
+    from neurodbg.atlas import records
+    from neurodbg.atlas.store import AtlasStore
+    from neurodbg.describe.runner import describe_atlas
+    from neurodbg.scan import ScanSettings, scan
+    from neurodbg.scan.runner import sequence_stream
+    from neurodbg.search.atlas_search import AtlasSearch
+
+    model = neurodbg.load_model(str(tiny_mixtral_dir), progress=False)
+    settings = ScanSettings(sites=("layers.*.router.logits",), max_tokens=4096)
+    summary = scan(model, open_corpus("default"), tmp_path / "atlas", settings, progress=False)
+    assert summary.neurons == 2 * 8
+    # brute force: the gate's own weight over the same sequences (position 0 left out, as in every scan)
+    gate = model.module.model.layers[1].mlp.gate
+    inputs: list[torch.Tensor] = []
+    hook = gate.register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach().clone()))
+    seqs = list(sequence_stream(open_corpus("default"), model, settings))
+    try:
+        with torch.no_grad():
+            for start in range(0, len(seqs), 8):
+                model.module(torch.tensor([s.ids for s in seqs[start:start + 8]]), use_cache=False)
+    finally:
+        hook.remove()
+    logits = torch.cat([x.reshape(-1, 64, 64) for x in inputs]) @ gate.weight.detach().T    # [sequences, 64, 8]
+    per_sequence = logits[:, 1:].amax(1)
+    with AtlasStore.open(tmp_path / "atlas") as store:
+        for expert in range(8):
+            rec = records.neuron(store, 1, expert)
+            assert rec.site == "layers.1.router.logits"
+            assert rec.max_value == pytest.approx(float(per_sequence[:, expert].max()), rel=1e-5)
+            assert rec.exemplars["+"][0].seq_index == seqs[int(per_sequence[:, expert].argmax())].index
+        describe_atlas(store, progress=False)
+        assert records.neuron_count(store) == 16
+        hits = AtlasSearch(store).search("punctuation", k=5)
+        assert hits and all(h.layer in (0, 1) and 0 <= h.neuron < 8 for h in hits)
+    with pytest.raises(NeurodbgError, match="cannot be scanned"):
+        scan(model, open_corpus("default"), tmp_path / "other", ScanSettings(sites=("layers.*.router.experts",),
+                                                                             max_tokens=512), progress=False)

@@ -28,8 +28,9 @@ def scan_sites(model: Model, settings: ScanSettings) -> list[Site]:
         if site.layer in layers:
             raise NeurodbgError(f"scan one site per layer: {layers[site.layer]} and {site.name} share layer "
                                 f"{site.layer}")
-        if not site.editable:
-            raise NeurodbgError(f"{site.name} cannot be scanned (attention patterns have no neurons)")
+        if not site.scannable:
+            raise NeurodbgError(f"{site.name} cannot be scanned (attention patterns and a router's choices have "
+                                f"no neurons)")
         layers[site.layer] = site.name
     return sites
 

@@ -78,8 +78,11 @@ class BoundAdapter:
                 name = f"layers.{i}.{short}"
                 pattern = short == "attn.pattern"
                 router = short in ROUTER_SITES
+                # a router's logits are per expert (an expert atlas scans them); its choices are per slot
+                choices = short in ("router.weights", "router.experts")
                 sites[name] = Site(name, path, port, index, layer=i, editable=not (pattern or router),
-                                   needs_eager_attention=pattern, token_axis=2 if pattern else 1, flat_tokens=router)
+                                   scannable=not (pattern or choices), needs_eager_attention=pattern,
+                                   token_axis=2 if pattern else 1, flat_tokens=router)
         if a.final_norm and (norm := _join(self.base, a.final_norm)) in modules:
             sites["final_norm"] = Site("final_norm", norm, "output")
         for cand in a.logits:

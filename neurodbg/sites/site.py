@@ -26,6 +26,7 @@ class Site:
     index: int = 0
     layer: int | None = None
     editable: bool = True
+    scannable: bool = True  # has neurons an atlas can hold (attention patterns and the router's choices do not)
     needs_eager_attention: bool = False
     token_axis: int = 1   # attention patterns [batch, head, query, key] use 2
     # convolution outputs [batch, channels, H, W]: the channels are the neurons and the H*W spatial

@@ -71,7 +71,7 @@ def image_scan_sites(model: Model, patterns: list[str] | None = None) -> list[Si
     out: list[Site] = []
     taken: dict[int, str] = {}
     for i, site in enumerate(chosen):
-        if not site.editable:
+        if not site.scannable:
             raise NeurodbgError(f"{site.name} cannot be scanned (attention patterns have no neurons)")
         layer = site.layer if site.layer is not None else \
             canonical.index(site.name) if site.name in canonical else len(canonical) + i
