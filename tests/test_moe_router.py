@@ -293,3 +293,44 @@ def test_an_expert_atlas_from_the_router_logits(tiny_mixtral_dir: Path, tmp_path
     with pytest.raises(NeurodbgError, match="cannot be scanned"):
         scan(model, open_corpus("default"), tmp_path / "other", ScanSettings(sites=("layers.*.router.experts",),
                                                                              max_tokens=512), progress=False)
+
+
+def test_which_experts_handled_each_token(tiny_mixtral_dir: Path, default_model: neurodbg.Model) -> None:
+    from neurodbg.analyze.moe_report import token_routes
+
+    model = neurodbg.load_model(str(tiny_mixtral_dir), progress=False)
+    out = token_routes(model, "The cat sat on the mat")
+    ids = model.encode("The cat sat on the mat")
+    direct = model.run(ids, capture=["layers.0.router.experts", "layers.1.router.weights"])
+    assert [t["token"] for t in out["tokens"]] == [model.tokenizer.decode([int(i)]) for i in ids[0]]
+    for t in out["tokens"]:
+        assert [layer["layer"] for layer in t["layers"]] == [0, 1]
+        assert t["layers"][0]["experts"] == direct["layers.0.router.experts"][0, t["position"]].tolist()
+        assert t["layers"][1]["weights"] == pytest.approx(direct["layers.1.router.weights"][0, t["position"]].tolist())
+        assert sum(t["layers"][1]["weights"]) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(NeurodbgError, match="not a mixture of experts"):
+        token_routes(default_model, "hello")
+    command = str(Path(sys.executable).with_name("neurodbg"))
+    done = subprocess.run([command, "moe", "route", "The cat sat", "--model", str(tiny_mixtral_dir), "--json"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tokens"][0]["layers"][0]["experts"] == out["tokens"][0]["layers"][0]["experts"]
+
+
+def test_routes_over_http(tiny_mixtral_dir: Path, served: str) -> None:
+    import httpx
+    from serving import running
+
+    from neurodbg.analyze.moe_report import token_routes
+    from neurodbg.analyze.monitor import Monitor
+    from neurodbg.serve import create_app
+
+    model = neurodbg.load_model(str(tiny_mixtral_dir), progress=False)
+    with running(create_app(Monitor(model))) as url:
+        r = httpx.post(f"{url}/api/moe/route", json={"input": {"text": "The cat sat"}}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json() == json.loads(json.dumps(token_routes(model, "The cat sat")))
+        bad = httpx.post(f"{url}/api/moe/route", json={"input": {"text": "x"}, "path": "/etc"}, timeout=60)
+        assert bad.status_code == 422
+    dense = httpx.post(f"{served}/api/moe/route", json={"input": {"text": "The cat sat"}}, timeout=60)
+    assert dense.status_code == 400 and "not a mixture of experts" in dense.json()["detail"]

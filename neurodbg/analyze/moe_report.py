@@ -83,3 +83,24 @@ def moe_report(model: Model, source: Any, *, tokens: int = 16_384, seq_len: int 
         raise CorpusError(f"corpus {getattr(source, 'name', source)} yielded no sequence of {seq_len} tokens")
     return MoeReport(model.name, str(getattr(source, "name", source)), seen, capacity_factor,
                      [stats[i].health(thresholds, outputs[i].variance() if i in outputs else None) for i in layers])
+
+
+def token_routes(model: Model, prompt: str | torch.Tensor, *, chat: bool = False) -> dict[str, Any]:
+    """Which experts handled each token of `prompt` (text, or ids [1, T]) at each MoE layer, with
+    their routing weights (in the router's order: the highest first)."""
+    layers = router_layers(model)
+    if not layers:
+        raise NeurodbgError(f"{model.name} is not a mixture of experts: it has no router sites "
+                            f"(layers.{{i}}.router.logits)")
+    ids = model.encode(prompt, chat=chat) if isinstance(prompt, str) else prompt
+    names = [f"layers.{i}.router.{part}" for i in layers for part in ("experts", "weights")]
+    with model.trace(capture=names, stop_early=True) as tr:
+        tr.forward({"input_ids": ids.to(model.device), "use_cache": False})
+    tokens = [model.tokenizer.decode([int(t)]) for t in ids[0]] if model.tokenizer is not None else []
+    routes = []
+    for position, token in enumerate(tokens):
+        routes.append({"position": position, "token": token, "layers": [
+            {"layer": i, "experts": tr[f"layers.{i}.router.experts"][0, position].tolist(),
+             "weights": [round(float(w), 6) for w in tr[f"layers.{i}.router.weights"][0, position]]}
+            for i in layers]})
+    return {"model": model.name, "tokens": routes}

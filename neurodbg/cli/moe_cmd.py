@@ -59,3 +59,28 @@ def report(
     console.print(table)
     if png is not None:
         console.print(f"wrote {out['png']}", markup=False)
+
+
+@app.command("route")
+def route(
+    prompt: Annotated[str, typer.Argument(help="The text whose tokens to follow.")],
+    model: ModelOpt = "default",
+    chat: Annotated[bool, typer.Option("--chat", help="Through the model's chat template.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Which experts handled each token at each MoE layer, with their routing weights."""
+    from neurodbg.analyze.moe_report import token_routes
+
+    m = load(model, quiet=json_out)
+    out = token_routes(m, prompt, chat=chat)
+    if json_out:
+        emit_json(out)
+        return
+    layers = [layer["layer"] for layer in out["tokens"][0]["layers"]] if out["tokens"] else []
+    table = Table("pos", "token", *[f"L{i}" for i in layers], title=f"{out['model']}: experts per token "
+                                                                    f"(weight in brackets)")
+    for t in out["tokens"]:
+        table.add_row(str(t["position"]), repr(t["token"]),
+                      *[" ".join(f"{e}({w:.2f})" for e, w in zip(layer["experts"], layer["weights"], strict=True))
+                        for layer in t["layers"]])
+    console.print(table)

@@ -123,7 +123,8 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
             atlas["layer_ids"] = view.layers
             atlas["width"] = view.width
             atlas["descriptions"] = len(view.descriptions())
-        return {"model": model.name, "layers": len(model.resolve("layers.*.mlp.act")),
+        layers = model.n_layers                     # (not the mlp.act sites: a mixture of experts has none)
+        return {"model": model.name, "layers": layers, "moe": any(".router." in s for s in model.sites),
                 "chat_template": bool(getattr(model.tokenizer, "chat_template", None)), "atlas": atlas,
                 "limits": limits.to_dict(), "token_required": token is not None, "runs": runs is not None,
                 "vision": vision.name if vision is not None else None}
@@ -264,6 +265,14 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
             emit({"type": "result", **result.to_dict(), "saved": dumps(interventions)})
 
         return StreamingResponse(ndjson(job, workers), media_type="application/x-ndjson")
+
+    @app.post("/api/moe/route")
+    def post_moe_route(body: schemas.RouteRequest) -> dict[str, Any]:
+        """A mixture of experts: which experts handled each token at each MoE layer, with their weights."""
+        from neurodbg.analyze.moe_report import token_routes
+
+        with gate.model():
+            return token_routes(model, prompt_of(body.input).ids)
 
     @app.post("/api/lens")
     def post_lens(body: schemas.LensRequest) -> dict[str, Any]:

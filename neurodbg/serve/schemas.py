@@ -86,6 +86,10 @@ class SteerRequest(Strict):
         return self
 
 
+class RouteRequest(Strict):
+    input: PromptInput
+
+
 class LensRequest(Strict):
     input: PromptInput
     position: int | None = Field(default=None, ge=-4096, le=4096)
