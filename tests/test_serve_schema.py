@@ -27,7 +27,8 @@ def test_the_schema_lists_every_endpoint(served: str) -> None:
     labels = {op.label for op in operations(served)}
     assert labels == {"GET /api/info", "POST /api/tokens", "POST /api/chat", "POST /api/analyze",
                       "GET /api/neuron", "GET /api/search", "POST /api/steer/preview", "POST /api/steer",
-                      "POST /api/lens", "POST /api/attention", "GET /api/runs", "GET /api/runs/{name}"}
+                      "POST /api/lens", "POST /api/attention", "GET /api/runs", "GET /api/runs/{name}",
+                      "POST /api/moe/route"}
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

@@ -40,9 +40,9 @@ def vision_url(default_model: neurodbg.Model, digits, digits_atlas: Path) -> Ite
 
     from neurodbg.analyze.monitor import Monitor
     from neurodbg.serve import Limits, create_app
-    from neurodbg.serve.vision_routes import open_vision_atlas
+    from neurodbg.vision.image_atlas import open_image_atlas
 
-    model, atlas = open_vision_atlas(digits_atlas, digits)
+    model, atlas = open_image_atlas(digits_atlas, digits)
     assert model is digits
     with running(create_app(Monitor(default_model), vision=digits, vision_atlas=atlas,
                             limits=Limits(max_image_bytes=200_000, max_maximize_steps=64))) as url:

@@ -52,7 +52,7 @@ class ExpertOutputs:
         return out
 
 
-def instrumentable(experts: nn.Module) -> bool:
+def recomputable(experts: nn.Module) -> bool:
     gate_up, down = getattr(experts, "gate_up_proj", None), getattr(experts, "down_proj", None)
     return (isinstance(gate_up, torch.Tensor) and gate_up.dim() == 3 and isinstance(down, torch.Tensor)
             and down.dim() == 3 and hasattr(experts, "act_fn")
@@ -87,7 +87,7 @@ def watch_expert_outputs(model: Model, layers: list[int]) -> Iterator[dict[int, 
             router = named.get(model.site(f"layers.{layer}.router.logits").module_path)
             path = model.site(f"layers.{layer}.router.logits").module_path.rsplit(".", 1)[0] + ".experts"
             experts = named.get(path)
-            if router is None or experts is None or not instrumentable(experts):
+            if router is None or experts is None or not recomputable(experts):
                 continue
             found[layer] = ExpertOutputs(int(experts.num_experts), int(experts.down_proj.shape[1]))
             handles.append(experts.register_forward_hook(_recompute(found[layer])))

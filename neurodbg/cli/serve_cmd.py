@@ -61,9 +61,9 @@ def serve(
 
         vision_model = open_vision_model(vision, weights=vision_weights)
     if vision_atlas is not None:
-        from neurodbg.serve.vision_routes import open_vision_atlas
+        from neurodbg.vision.image_atlas import open_image_atlas
 
-        vision_model, image_atlas = open_vision_atlas(vision_atlas, vision_model)
+        vision_model, image_atlas = open_image_atlas(vision_atlas, vision_model)
     app = create_app(monitor, limits=Limits(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens),
                      token=token, loopback_only=loopback, runs=runs, vision=vision_model, vision_atlas=image_atlas)
     shown = f"[{host}]" if ":" in host else host

@@ -62,7 +62,7 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
     `loopback_only`: answer only requests whose Host is loopback (when bound to 127.0.0.1).
     `runs`: a directory of training runs for the Training view (clients name runs, never paths).
     `vision`: a vision model for the Vision view (uploaded images, never paths); `vision_atlas`: an
-    image atlas of it (`vision_routes.open_vision_atlas`) for channel pages and search."""
+    image atlas of it (`vision.image_atlas.open_image_atlas`) for channel pages and search."""
     limits = limits or Limits()
     gate = Gate()
     workers = Workers()

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query
 
+from neurodbg.atlas import records
 from neurodbg.atlas.store import AtlasStore
 from neurodbg.errors import ImageError, NeurodbgError, NeuronIndexError
 from neurodbg.model import Model
@@ -23,12 +24,12 @@ from neurodbg.serve.limits import Limits
 
 
 def add_vision_routes(app: FastAPI, vision: Model, limits: Limits, atlas: AtlasStore | None = None) -> None:
-    """`atlas`: an image atlas of `vision` (checked by the caller, `open_vision_atlas`)."""
+    """`atlas`: an image atlas of `vision` (checked by the caller: `vision.image_atlas.open_image_atlas`)."""
     lock = threading.Lock()              # one forward at a time on the vision model
     atlas_lock = threading.Lock()        # one reader at a time on the atlas and its search index
     pictures: dict[tuple[str, int, int], dict[str, Any]] = {}
     searcher: list[Any] = []             # the atlas's search index, loaded on the first search
-    layer_of = {} if atlas is None else {site: layer for layer, site in _layer_sites(atlas).items()}
+    layer_of = {} if atlas is None else {site: layer for layer, site in records.layer_sites(atlas).items()}
 
     def atlas_layer(site: str) -> int:
         if atlas is None:
@@ -109,26 +110,3 @@ def add_vision_routes(app: FastAPI, vision: Model, limits: Limits, atlas: AtlasS
                 pictures[key] = {**result.to_dict(), "pixels": result.pixels()}
         return pictures[key]
 
-
-def _layer_sites(store: AtlasStore) -> dict[int, str]:
-    from neurodbg.atlas import records
-
-    return records.layer_sites(store)
-
-
-def open_vision_atlas(directory: str | Any, vision: Model | None, *, weights: Any = None) -> tuple[Model, AtlasStore]:
-    """An image atlas for the Vision view and its model: `vision`, checked against the atlas, or
-    (None) the atlas's own."""
-    from neurodbg.atlas import records
-    from neurodbg.atlas.binding import model_for_atlas
-    from neurodbg.vision.image_atlas import require_image_atlas
-
-    store = AtlasStore.open(directory)
-    try:
-        require_image_atlas(store)
-        records.require_complete(store)
-        model = model_for_atlas(store, vision)
-    except BaseException:
-        store.close()
-        raise
-    return model, store

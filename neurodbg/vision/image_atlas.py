@@ -18,12 +18,28 @@ from neurodbg.analyze.neuron_page import _histogram
 from neurodbg.atlas import descriptions, records
 from neurodbg.atlas.store import AtlasStore
 from neurodbg.errors import AtlasError
+from neurodbg.model import Model
 from neurodbg.vision.receptive_field import PositionGrid
 
 
 def require_image_atlas(store: AtlasStore) -> None:
     if not records.is_image_atlas(store):
         raise AtlasError(f"{store.directory} is a text atlas; this needs an image atlas (neurodbg scan --images)")
+
+
+def open_image_atlas(directory: str | Path, model: Model | None = None) -> tuple[Model, AtlasStore]:
+    """A finished image atlas and its model: `model`, checked against the atlas, or (None) the
+    atlas's own. The caller closes the store."""
+    from neurodbg.atlas.binding import model_for_atlas
+
+    store = AtlasStore.open(directory)
+    try:
+        require_image_atlas(store)
+        records.require_complete(store)
+        return model_for_atlas(store, model), store
+    except BaseException:
+        store.close()
+        raise
 
 
 def grid_of(store: AtlasStore, site: str) -> PositionGrid:
