@@ -40,8 +40,12 @@ class MoeReport:
 
 
 def router_layers(model: Model) -> list[int]:
-    """The layers whose router the model's adapter names (empty for a dense model)."""
-    return sorted(int(name.split(".")[1]) for name in model.sites if name.endswith(".router.logits"))
+    """The layers whose router the model's adapter names; a dense model is refused."""
+    layers = sorted(int(name.split(".")[1]) for name in model.sites if name.endswith(".router.logits"))
+    if not layers:
+        raise NeurodbgError(f"{model.name} is not a mixture of experts: it has no router sites "
+                            f"(layers.{{i}}.router.logits)")
+    return layers
 
 
 def moe_report(model: Model, source: Any, *, tokens: int = 16_384, seq_len: int = 64, batch_size: int = 8,
@@ -52,9 +56,6 @@ def moe_report(model: Model, source: Any, *, tokens: int = 16_384, seq_len: int 
     from neurodbg.corpus import sequences
 
     layers = router_layers(model)
-    if not layers:
-        raise NeurodbgError(f"{model.name} is not a mixture of experts: it has no router sites "
-                            f"(layers.{{i}}.router.logits)")
     if not math.isfinite(capacity_factor) or capacity_factor <= 0:
         raise NeurodbgError(f"the capacity factor must be a positive number, not {capacity_factor}")
     if model.tokenizer is None:
@@ -89,9 +90,6 @@ def token_routes(model: Model, prompt: str | torch.Tensor, *, chat: bool = False
     """Which experts handled each token of `prompt` (text, or ids [1, T]) at each MoE layer, with
     their routing weights (in the router's order: the highest first)."""
     layers = router_layers(model)
-    if not layers:
-        raise NeurodbgError(f"{model.name} is not a mixture of experts: it has no router sites "
-                            f"(layers.{{i}}.router.logits)")
     ids = model.encode(prompt, chat=chat) if isinstance(prompt, str) else prompt
     names = [f"layers.{i}.router.{part}" for i in layers for part in ("experts", "weights")]
     with model.trace(capture=names, stop_early=True) as tr:

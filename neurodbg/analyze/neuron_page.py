@@ -13,7 +13,7 @@ from neurodbg.atlas.store import AtlasStore
 from neurodbg.model import Model
 
 
-def _histogram(store: AtlasStore, counts: list[int]) -> dict[str, Any]:
+def histogram_span(store: AtlasStore, counts: list[int]) -> dict[str, Any]:
     """The non-empty span of the histogram with its edges (the scan's shared asinh-spaced bins)."""
     edges = json.loads(store.get("hist_edges") or "[]")
     nonzero = [i for i, c in enumerate(counts) if c]
@@ -29,7 +29,7 @@ def neuron_page(store: AtlasStore, model: Model, layer: int, neuron: int, *, can
     rec = records.neuron(store, layer, neuron, decode=decode)
     out = rec.to_dict()
     out.pop("hist")
-    out["histogram"] = _histogram(store, rec.hist)
+    out["histogram"] = histogram_span(store, rec.hist)
     for side in ("promoted", "suppressed"):
         pairs = out[side] or []
         out[side] = [{"token": decode([int(i)]) if decode else str(int(i)), "id": int(i), "value": round(v, 5)}

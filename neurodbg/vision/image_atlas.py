@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from neurodbg.analyze.neuron_page import _histogram
+from neurodbg.analyze.neuron_page import histogram_span
 from neurodbg.atlas import descriptions, records
 from neurodbg.atlas.store import AtlasStore
 from neurodbg.errors import AtlasError
@@ -78,7 +78,7 @@ def image_neuron_page(store: AtlasStore, layer: int, neuron: int, *, exemplars: 
         out.pop(key)
     out["id"] = rec.id
     out["kind"] = "images"
-    out["histogram"] = _histogram(store, rec.hist)
+    out["histogram"] = histogram_span(store, rec.hist)
     out["grid"] = {"rows": grid.rows, "cols": grid.cols, "skip": grid.skip, "height": grid.height,
                    "width": grid.width}
     out["exemplars"] = {}
