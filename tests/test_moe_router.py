@@ -334,3 +334,37 @@ def test_routes_over_http(tiny_mixtral_dir: Path, served: str) -> None:
         assert bad.status_code == 422
     dense = httpx.post(f"{served}/api/moe/route", json={"input": {"text": "The cat sat"}}, timeout=60)
     assert dense.status_code == 400 and "not a mixture of experts" in dense.json()["detail"]
+
+
+def test_the_experts_view_in_a_browser(tiny_mixtral_dir: Path) -> None:
+    """The Experts tab (shown for MoE models only): the routes of the conversation's tokens as the API
+    gives them, and a ban regenerates with the before/after comparison."""
+    from serving import running
+    from test_serve_browser import CHROMIUM_ARGS, chromium_path, new_page, send
+
+    from neurodbg.analyze.moe_report import token_routes
+    from neurodbg.analyze.monitor import Monitor
+    from neurodbg.serve import create_app
+
+    model = neurodbg.load_model(str(tiny_mixtral_dir), progress=False)
+    from playwright.sync_api import sync_playwright
+
+    with running(create_app(Monitor(model))) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            page, errors = new_page(browser, url)
+            assert page.locator("#experts-tab").is_visible()
+            send(page, "The cat sat", chat=False, max_new=2)
+            page.click('.tabs button[data-tab="experts"]')
+            page.wait_for_selector("#experts table.routes")
+            ids = page.evaluate("state.ids")
+            routes = token_routes(model, torch.tensor([ids]))["tokens"]
+            cells = page.locator("#experts table.routes tr").nth(1).locator("td").all_inner_texts()
+            assert cells == [" ".join(map(str, t["layers"][0]["experts"])) for t in routes[-40:]]
+            page.fill("#route-experts", str(routes[-1]["layers"][0]["experts"][0]))
+            page.click("#route-form button[type=submit]")
+            page.wait_for_selector("#route-result .compare")
+            assert "banning experts" in page.locator("#route-result").inner_text()
+            assert errors == []
+        finally:
+            browser.close()

@@ -62,7 +62,7 @@ def test_records_equal_figures_computed_by_hand(data, tmp_path: Path) -> None:
             lambda _m, _a, out, name=name: outputs.__setitem__(name, out.detach().clone()))
     expected: list[dict] = []
     stream = batches(data, 64, 0)
-    with neurodbg.watch(net, opt, run=tmp_path / "run", weights_every=1, flush_every=1) as w:
+    with neurodbg.watch(net, opt, run=tmp_path / "run", weights_every=1, flush_every=1, dead_window=3) as w:
         for _, (x, y) in zip(range(6), stream, strict=False):
             loss = F.cross_entropy(net(x), y)
             w.log(loss=loss)
@@ -91,8 +91,9 @@ def test_records_equal_figures_computed_by_hand(data, tmp_path: Path) -> None:
             x = value.double()
             assert site.mean[step] == pytest.approx(float(x.mean()), rel=1e-4, abs=1e-6)
             assert site.std[step] == pytest.approx(float(x.std(unbiased=False)), rel=1e-3)
-            if name != "4:output":                          # ReLU outputs: dead = never positive in the batch
-                assert site.dead[step] == pytest.approx(float((x.amax(0) <= 0).double().mean()))
+            if name != "4:output":       # ReLU outputs: dead = never positive in the last 3 recorded steps
+                window = torch.cat([expected[s]["sites"][name] for s in range(max(0, step - 2), step + 1)])
+                assert site.dead[step] == pytest.approx(float((window.amax(0) <= 0).double().mean()))
             else:
                 assert site.dead[step] is None              # logits: "dead" means nothing there
     assert list(records.sites) == ["1:output", "3:output", "4:output"]      # forward order

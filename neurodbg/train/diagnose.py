@@ -13,10 +13,20 @@ recorded steps, so one noisy batch does not make a finding.
                           while the loss did not fall, or the loss rose to 1.5x its start
     lr_too_low            updates below 1e-5 of the weights per step while the loss fell less than 5 %
     vanishing_gradients   a layer's gradient, relative to its weights, below 1 % of the last layer's
-    dead_units            over half of a rectifier layer's units never fired, in the last 5 records
+                          (routed experts left out: they sit side by side)
+    dead_units            over half of a rectifier layer's units did not fire in any of the last 10
+                          recorded steps (the watcher's `dead_window`), for the last 5 records
     saturation            over half of a sigmoid/tanh layer's values saturated, in the last 5 records
     overfitting           validation loss 10 % above its best, two evaluations on, while training loss fell
-    underfitting          after 50 steps the training loss is still above 90 % of where it started"""
+    underfitting          after 50 steps the training loss is still above 90 % of where it started
+    expert_collapse       one expert of an MoE router takes over 80 % of its routed slots, pooled over the
+                          last 10 % of the records (at least 5)
+    idle_experts          an expert gets under 1 % of a router's slots at 8 experts (0.08 / E in general)
+                          over the same window
+
+The two MoE rules use `analyze.router_health`'s thresholds (the seeds': warn above 80 %
+for one expert, flag experts under 1 %); the step they give is where the last stretch
+began, measured with the share pooled over `persist` records at a time."""
 
 from __future__ import annotations
 
@@ -26,10 +36,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from neurodbg.train.records import ParamSeries, RunRecords
+from neurodbg.train.records import ParamSeries, RouterSeries, RunRecords
 
 KINDS = ("vanishing_gradients", "exploding_gradients", "dead_units", "saturation", "nonfinite", "lr_too_high",
-         "lr_too_low", "overfitting", "underfitting")
+         "lr_too_low", "overfitting", "underfitting", "expert_collapse", "idle_experts")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,9 @@ class Thresholds:
     overfit_after: int = 2          # evaluations after the best one
     underfit_steps: int = 50
     underfit_level: float = 0.9
+    collapse_share: float = 0.8     # one expert's share of a router's slots
+    idle_fraction: float = 0.08     # an expert under idle_fraction / experts of the slots is idle
+    moe_window: float = 0.1         # share of the last records pooled for the MoE verdicts
 
 
 @dataclass
@@ -194,7 +207,10 @@ def learning_rate(records: RunRecords, t: Thresholds) -> list[Finding]:
 
 
 def vanishing_gradients(records: RunRecords, t: Thresholds) -> list[Finding]:
-    layers = _weights(records)
+    # routed experts sit side by side, not in depth, and their gradients scale with the tokens they get
+    # (the MoE rules judge that): they are left out
+    blocks = tuple(f"{b}." for b in records.meta.get("moe_blocks") or [])
+    layers = [p for p in _weights(records) if not (blocks and p.name.startswith(blocks))]
     if len(layers) < 3:
         return []
 
@@ -249,8 +265,8 @@ def _persistent_shares(records: RunRecords, attr: str, level: float, t: Threshol
 def dead_units(records: RunRecords, t: Thresholds) -> list[Finding]:
     return _persistent_shares(records, "dead", t.dead_share, t, lambda site, last, since: Finding(
         "dead_units", [site.name], since,
-        f"{last:.0%} of the {site.units} units of {site.name} never fire (no positive value in a whole batch) "
-        f"since step {since}",
+        f"{last:.0%} of the {site.units} units of {site.name} never fire (no positive value in "
+        f"{records.meta.get('dead_window', 1)} recorded steps running) since step {since}",
         {"dead_share": _rounded(last), "units": site.units, "since_step": since, "mean_activation": site.mean[-1]},
         "Check the layer's initialisation (He/Kaiming for ReLU; a large negative bias kills units), lower the "
         "learning rate, or use LeakyReLU/GELU"))
@@ -306,8 +322,75 @@ def underfitting(records: RunRecords, t: Thresholds) -> list[Finding]:
                     "use a larger model")]
 
 
+def _stretch_start(router: RouterSeries, holds: Callable[[list[float]], bool], n: int) -> int:
+    """The step where the last stretch of records began over which `holds` is true of the shares
+    pooled over `n` records at a time (the end of the series is known to hold)."""
+    i = len(router.counts)
+    while i > n and holds(router.shares(i - 1 - n, i - 1)):
+        i -= 1
+    return router.steps[max(i - n, 0)]
+
+
+def _router_window(router: RouterSeries, t: Thresholds) -> int:
+    return min(len(router.counts), max(t.persist, int(len(router.counts) * t.moe_window)))
+
+
+MOE_ADVICE = ("Add a load-balancing loss (the seeds' α·CV² of the experts' importance with α 0.01-0.1, or the "
+              "Switch Transformer's auxiliary loss: output_router_logits=True with router_aux_loss_coef for "
+              "transformers' MoE models), a capacity factor of 1.0-1.5, router noise or expert dropout; or route "
+              "each token to two experts")
+
+
+def expert_collapse(records: RunRecords, t: Thresholds) -> list[Finding]:
+    out = []
+    for router in records.routers.values():
+        n = _router_window(router, t)
+        if n < min(t.persist, 2):
+            continue
+        shares = router.shares(len(router.counts) - n)
+        top = max(range(router.experts), key=lambda e: shares[e])
+        if shares[top] <= t.collapse_share:
+            continue
+        def held(shares: list[float], top: int = top) -> bool:
+            return shares[top] > t.collapse_share
+
+        since = _stretch_start(router, held, min(t.persist, n))
+        out.append(Finding(
+            "expert_collapse", [router.name], since,
+            f"expert {top} of {router.name} takes {shares[top]:.0%} of its tokens (of {router.experts} experts, "
+            f"top-{router.top_k}) since step {since}: the others are barely trained",
+            {"expert": top, "share": _rounded(shares[top]), "shares": [_rounded(x) for x in shares],
+             "experts": router.experts, "top_k": router.top_k, "records_pooled": n,
+             "tokens_pooled": sum(router.tokens[-n:])}, MOE_ADVICE))
+    return out
+
+
+def idle_experts(records: RunRecords, t: Thresholds) -> list[Finding]:
+    out = []
+    for router in records.routers.values():
+        n = _router_window(router, t)
+        if n < min(t.persist, 2):
+            continue
+        level = t.idle_fraction / router.experts
+        shares = router.shares(len(router.counts) - n)
+        idle = [e for e in range(router.experts) if shares[e] < level]
+        if not idle:
+            continue
+        def stayed(shares: list[float], idle: list[int] = idle, level: float = level) -> bool:
+            return all(shares[e] < level for e in idle)
+
+        since = _stretch_start(router, stayed, min(t.persist, n))
+        out.append(Finding(
+            "idle_experts", [router.name], since,
+            f"{len(idle)} of the {router.experts} experts of {router.name} get under {level:.1%} of its tokens "
+            f"each (experts {', '.join(map(str, idle))}) since step {since}",
+            {"idle": idle, "level": _rounded(level), "shares": [_rounded(x) for x in shares],
+             "experts": router.experts, "top_k": router.top_k, "records_pooled": n}, MOE_ADVICE))
+    return out
+
+
 RULES: tuple[Rule, ...] = (nonfinite, exploding_gradients, learning_rate, vanishing_gradients, dead_units,
-                           saturation, overfitting, underfitting)
+                           saturation, overfitting, underfitting, expert_collapse, idle_experts)
 
 
 def diagnose(records: RunRecords, thresholds: Thresholds | None = None) -> list[Finding]:

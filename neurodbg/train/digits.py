@@ -10,7 +10,7 @@ pathologies, the watcher benchmark and the Optuna example all use these.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,9 +93,11 @@ def batches(data: Digits, batch_size: int, seed: int) -> Iterable[tuple[torch.Te
 
 def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: Digits, *, steps: int, batch_size: int = 64,
           seed: int = 0, run: str | Path | None = None, every: int = 1, val_every: int = 25,
-          watch_options: dict[str, Any] | None = None) -> TrainResult:
-    """A plain training loop (cross-entropy), watched into `run` when given: the loss is logged
-    before the update, validation loss and accuracy every `val_every` steps and at the end."""
+          watch_options: dict[str, Any] | None = None,
+          extra_loss: Callable[[], torch.Tensor | None] | None = None) -> TrainResult:
+    """A plain training loop (cross-entropy, plus `extra_loss()` after each forward when given: a
+    load-balancing loss), watched into `run` when given: the loss is logged before the update,
+    validation loss and accuracy every `val_every` steps and at the end."""
     watcher = Watcher(model, optimizer, run=run, every=every, **(watch_options or {})) if run is not None else None
     losses: list[float] = []
     model.train()
@@ -104,6 +106,9 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, data: Digits, *, s
     try:
         for step, (x, y) in zip(range(steps), batches(data, batch_size, seed), strict=False):
             loss = F.cross_entropy(model(x), y)
+            extra = extra_loss() if extra_loss is not None else None
+            if extra is not None:
+                loss = loss + extra
             if watcher is not None:
                 watcher.batch(x, y)
                 watcher.log(loss=loss)

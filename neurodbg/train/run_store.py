@@ -9,7 +9,11 @@ Tables (long format, one row per figure, so any model's shape fits):
   scalars  (step, key, value): loss, val_loss, val_acc, lr/0, grad_norm, ...
   params   (step, name, grad_norm, weight_norm, update_ratio) per parameter tensor
   sites    (step, site, mean, std, dead, saturated, nonfinite, units) per watched site
-  breaks   (step, reason, module, detail, directory) for each breakpoint hit"""
+  breaks   (step, reason, module, detail, directory) for each breakpoint hit
+  routers  (step, router, experts, top_k, tokens, counts, probs, entropy) per MoE router: the
+           routed slots and summed probabilities per expert (JSON lists), the summed entropy
+
+Schema 2 added `routers`; a schema-1 run gains the table when it is opened to write."""
 
 from __future__ import annotations
 
@@ -24,8 +28,14 @@ from neurodbg.sqlite_store import SqliteStore, connect
 
 DB_NAME = "run.db"
 KIND = "neurodbg-run"
-SCHEMA_VERSION = 1
-SCHEMA = """
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+ROUTERS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS routers (step INTEGER NOT NULL, router TEXT NOT NULL, experts INTEGER NOT NULL,
+                                    top_k INTEGER NOT NULL, tokens INTEGER NOT NULL, counts TEXT NOT NULL,
+                                    probs TEXT NOT NULL, entropy REAL, PRIMARY KEY (step, router));
+"""
+SCHEMA = ROUTERS_SCHEMA + """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS steps (step INTEGER PRIMARY KEY, time REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS scalars (step INTEGER NOT NULL, key TEXT NOT NULL, value REAL,
@@ -42,6 +52,7 @@ CREATE TABLE IF NOT EXISTS breaks (step INTEGER PRIMARY KEY, reason TEXT NOT NUL
 ScalarRow = tuple[int, str, float | None]
 ParamRow = tuple[int, str, float | None, float | None, float | None]
 SiteRow = tuple[int, str, float | None, float | None, float | None, float | None, int, int]
+RouterRow = tuple[int, str, int, int, int, str, str, float | None]
 
 
 class RunStore(SqliteStore):
@@ -74,6 +85,10 @@ class RunStore(SqliteStore):
                     conn.execute("INSERT OR IGNORE INTO meta VALUES ('kind', ?)", (KIND,))
                     conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             store._check()
+            if create and store.get("schema_version") != str(SCHEMA_VERSION):
+                conn.executescript(ROUTERS_SCHEMA)        # the only change since schema 1
+                with store.transaction():
+                    store.put_meta(conn, schema_version=str(SCHEMA_VERSION))
             return store
         except sqlite3.OperationalError as exc:
             raise RunError(f"cannot open or write the run database {db}: {exc}") from None
@@ -94,8 +109,9 @@ class RunStore(SqliteStore):
             raise RunError(f"{self.directory} holds a corrupt run database: {ok}")
         if kind != KIND:
             raise RunError(f"{self.directory / DB_NAME} belongs to another program (not a neurodbg run)")
-        if version is None or int(version) != SCHEMA_VERSION:
-            raise RunError(f"run schema version {version} is not supported (this neurodbg reads {SCHEMA_VERSION})")
+        if version is None or not version.isdigit() or int(version) not in READABLE_VERSIONS:
+            raise RunError(f"run schema version {version} is not supported (this neurodbg reads "
+                           f"{', '.join(map(str, READABLE_VERSIONS))})")
 
     def set_meta(self, **values: Any) -> None:
         with self.transaction() as conn:
@@ -103,13 +119,16 @@ class RunStore(SqliteStore):
 
     # -- writing ----------------------------------------------------------------------------
     def append(self, steps: Sequence[tuple[int, float]], scalars: Sequence[ScalarRow], params: Sequence[ParamRow],
-               sites: Sequence[SiteRow], meta: dict[str, Any] | None = None) -> None:
+               sites: Sequence[SiteRow], routers: Sequence[RouterRow] = (), meta: dict[str, Any] | None = None
+               ) -> None:
         """One flush: every row of the interval in one transaction (all or nothing)."""
         with self.transaction() as conn:
             conn.executemany("INSERT OR REPLACE INTO steps VALUES (?, ?)", steps)
             conn.executemany("INSERT OR REPLACE INTO scalars VALUES (?, ?, ?)", scalars)
             conn.executemany("INSERT OR REPLACE INTO params VALUES (?, ?, ?, ?, ?)", params)
             conn.executemany("INSERT OR REPLACE INTO sites VALUES (?, ?, ?, ?, ?, ?, ?, ?)", sites)
+            if routers:
+                conn.executemany("INSERT OR REPLACE INTO routers VALUES (?, ?, ?, ?, ?, ?, ?, ?)", routers)
             self.put_meta(conn, **(meta or {}), last_flush=time.time())
 
     def add_break(self, step: int, reason: str, module: str | None, detail: str, directory: str) -> None:
@@ -137,6 +156,15 @@ class RunStore(SqliteStore):
     def sites(self) -> list[tuple[int, str, float | None, float | None, float | None, float | None, int, int]]:
         return [(int(r[0]), str(r[1]), r[2], r[3], r[4], r[5], int(r[6]), int(r[7])) for r in
                 self.conn.execute("SELECT step, site, mean, std, dead, saturated, nonfinite, units FROM sites "
+                                  "ORDER BY step, rowid")]
+
+    def routers(self) -> list[RouterRow]:
+        """Router rows in step order; none in a schema-1 run that was only read since."""
+        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'routers'").fetchone() \
+                is None:
+            return []
+        return [(int(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4]), str(r[5]), str(r[6]), r[7]) for r in
+                self.conn.execute("SELECT step, router, experts, top_k, tokens, counts, probs, entropy FROM routers "
                                   "ORDER BY step, rowid")]
 
     def steps(self) -> list[tuple[int, float]]:

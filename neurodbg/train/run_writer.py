@@ -8,12 +8,14 @@ breakpoints need the run)."""
 
 from __future__ import annotations
 
+import json
 import math
 import queue
 import threading
 from typing import Any, NamedTuple
 
-from neurodbg.train.run_store import ParamRow, RunStore, ScalarRow, SiteRow
+from neurodbg.train.router_watch import RouterFigures
+from neurodbg.train.run_store import ParamRow, RouterRow, RunStore, ScalarRow, SiteRow
 from neurodbg.train.site_stats import Kind, StepSums, read_step, summarise
 
 # (site, kind, (sum, sum of squares, values, fired units, saturated values) or the step's host-side
@@ -32,6 +34,7 @@ class RawStep(NamedTuple):
     update_norms: list[float]        # ‖Δw‖ per tensor; empty without an optimizer or weight figures
     lrs: list[float]
     sites: list[SiteFigures]
+    routers: list[RouterFigures] = []     # noqa: RUF012 (a NamedTuple default, never mutated)
 
 
 Flush = tuple[list[RawStep], list[ScalarRow], dict[str, Any]]
@@ -42,9 +45,10 @@ def _num(x: float | None) -> float | None:
 
 
 def step_rows(raw: list[RawStep], scalars: list[ScalarRow]
-              ) -> tuple[list[tuple[int, float]], list[ScalarRow], list[ParamRow], list[SiteRow]]:
+              ) -> tuple[list[tuple[int, float]], list[ScalarRow], list[ParamRow], list[SiteRow], list[RouterRow]]:
     """The run store's rows of some recorded steps (non-finite figures as NULL)."""
     steps: list[tuple[int, float]] = []
+    routers: list[RouterRow] = []
     out_scalars = list(scalars)
     params: list[ParamRow] = []
     sites: list[SiteRow] = []
@@ -66,7 +70,9 @@ def step_rows(raw: list[RawStep], scalars: list[ScalarRow]
                 else figures
             mean, std, dead, sat = summarise(total, squares, count, fired, saturated, units, kind)
             sites.append((r.step, name, mean, std, dead, sat, bad, units))
-    return steps, out_scalars, params, sites
+        routers.extend((r.step, f.name, f.experts, f.top_k, f.tokens, json.dumps(f.counts), json.dumps(f.probs),
+                        _num(f.entropy)) for f in r.routers)
+    return steps, out_scalars, params, sites, routers
 
 
 class RunWriter:

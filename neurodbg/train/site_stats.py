@@ -1,7 +1,8 @@
 """Activation statistics of one watched site over one training step: the sum and
 the sum of squares of its values (mean and standard deviation follow), each
 unit's largest value (a unit whose largest value is not positive never fired in
-the batch: dead), and for sigmoid/tanh sites how many values are saturated.
+the batch; the watcher counts a unit dead when it fired in none of its last
+`dead_window` recorded steps), and for sigmoid/tanh sites how many values are saturated.
 Non-finite values show in the sums as NaN or infinity; only then, at the end of
 the step, are they counted (the rare path keeps the step's tensors until the step
 ends, which they outlive by the backward pass only). Several forward calls in one

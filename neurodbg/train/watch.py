@@ -10,7 +10,8 @@
 A step ends with `optimizer.step()` (the watcher hooks it; without an optimizer the
 loop calls `w.step_done()`). On every `every`-th step it records the learning rates,
 the global gradient norm and each parameter tensor's gradient norm, and per watched
-site the activation statistics of `site_stats`; every `weights_every`-th recorded
+site the activation statistics of `site_stats`, and per mixture-of-experts router its
+load (`router_watch`; routers are found by themselves); every `weights_every`-th recorded
 step (10; and every recorded step of the first 50) also each tensor's weight norm
 and update-to-weight ratio
 ‖Δw‖/‖w‖ (they move slowly, and the ratio needs a copy of the weights). Losses are
@@ -29,11 +30,12 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -42,6 +44,7 @@ from neurodbg.errors import BreakpointHit, RunError
 from neurodbg.model import Model
 from neurodbg.sites.site import Site
 from neurodbg.train.breakpoints import BreakOn, Hit, parse_break_on, save_snapshot
+from neurodbg.train.router_watch import RouterWatch
 from neurodbg.train.run_store import RunStore, ScalarRow
 from neurodbg.train.run_writer import RawStep, RunWriter, SiteFigures, step_rows
 from neurodbg.train.site_stats import (
@@ -55,6 +58,7 @@ from neurodbg.train.site_stats import (
 )
 
 DENSE_START = 50       # steps whose weight norms and update ratios are recorded whenever the step is
+NEVER = -(2 ** 40)      # "last fired" of a unit that has not fired yet
 SKIPPED_LEAVES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten,
                   nn.Unflatten)
 
@@ -85,12 +89,20 @@ class Watcher:
                  run: str | Path, every: int = 1, sites: Iterable[str] | None = None,
                  break_on: str | Iterable[str] | BreakOn | None = None,
                  on_break: Callable[[Hit], Any] | None = None, flush_every: int = 50, flush_seconds: float = 5.0,
-                 weights_every: int = 10, resume: bool = False) -> None:
+                 weights_every: int = 10, resume: bool = False,
+                 routers: Mapping[str, int] | Iterable[str] | None = None, dead_window: int = 10) -> None:
         self.model = model if isinstance(model, Model) else Model(model)
         module = self.model.module
         self.optimizer = optimizer
         if every < 1:
             raise RunError(f"every must be at least 1 (got {every})")
+        if dead_window < 1:
+            raise RunError(f"dead_window must be at least 1 (got {dead_window})")
+        # a unit is dead when it did not fire in any of the last `dead_window` recorded steps: one batch
+        # is too few rows to tell for a sparse unit, or for an expert that sees a few tokens per batch
+        self.dead_window = dead_window
+        self._last_fired: dict[str, np.ndarray | torch.Tensor] = {}
+        self._records = 0
         self.every, self.flush_every, self.flush_seconds = every, max(1, flush_every), flush_seconds
         # weight norms and update ratios move slowly and cost a copy of the weights: every 10th recorded
         # step, and every recorded step of the first 50, where a learning rate far too high wrecks the
@@ -106,6 +118,7 @@ class Watcher:
         self.sites: list[Site] = resolved
         modules = dict(module.named_modules())
         self.kinds: dict[str, Kind] = {s.name: kind_of(modules[s.module_path], s.name) for s in resolved}
+        self.routers = RouterWatch(self.model, routers)
         self.store = RunStore.open(run, create=True)
         last = self.store.last_step()
         if last is not None and not resume:
@@ -136,7 +149,8 @@ class Watcher:
                             sites=[s.name for s in self.sites], every=every, status="running",
                             break_on=self.break_on.__dict__, started=time.time(),
                             optimizer=type(optimizer).__name__ if optimizer is not None else None,
-                            parameter_order=[name for name, _ in self.params])
+                            parameter_order=[name for name, _ in self.params], routers=self.routers.names,
+                            moe_blocks=self.routers.blocks, dead_window=dead_window)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> Watcher:
@@ -154,6 +168,7 @@ class Watcher:
         for handle in self._handles + self._site_handles + [h for h in (self._root_handle, self._pre_handle) if h]:
             handle.remove()
         self._handles, self._site_handles, self._root_handle, self._pre_handle = [], [], None, None
+        self.routers.disarm()
         self._flush(final=True, status=status)
         if self._writer is not None:
             self._writer.close()
@@ -216,6 +231,10 @@ class Watcher:
             if self._pre_handle is not None:
                 self._pre_handle.remove()
                 self._pre_handle = None
+        if self._recorded():
+            self.routers.arm()
+        else:
+            self.routers.disarm()
         want = self._recorded() and bool(self.sites)
         if want and not self._site_handles:
             if self._site_hooks is None:        # built once: arming is then only the registrations
@@ -301,6 +320,7 @@ class Watcher:
         was_recorded = self._recorded()
         if was_recorded and hasattr(self, "_step_figures"):
             self._record_step()
+        self.routers.take()         # a step recorded without its figures must not leak into the next
         if self._order:
             for name in self._order:            # a fresh one: the writer may still read the old
                 self._sums[name] = self._sums[name].fresh()
@@ -328,6 +348,8 @@ class Watcher:
         sites: list[SiteFigures] = []
         if self._order:
             sums = [self._sums[n] for n in self._order]
+            for name, one in zip(self._order, sums, strict=True):
+                one.peak = self._fired_in_window(name, one.peak)
             if all(one.on_host for one in sums):
                 # host figures: the writer thread reads them; here only the rare non-finite step is counted
                 for name, one in zip(self._order, sums, strict=True):
@@ -344,7 +366,28 @@ class Watcher:
                         figures, bad = _finite_figures(one, figures)
                     sites.append((name, self.kinds[name], figures, bad, one.units))
         self._buffer[0].append(RawStep(self.step, time.time(), global_norm, names, gnorms, wnorms, deltas, lrs,
-                                       sites))
+                                       sites, self.routers.take()))
+        self._records += 1
+
+    def _fired_in_window(self, name: str, peak: np.ndarray | torch.Tensor | None) -> np.ndarray | torch.Tensor | None:
+        """The step's per-unit peaks (> 0: fired) become "fired in one of the last `dead_window` recorded
+        steps" (1 or 0), from each unit's last recorded step with a firing; on the peaks' own device."""
+        if peak is None:
+            return None
+        now = self._records
+        last = self._last_fired.get(name)
+        if isinstance(peak, torch.Tensor):
+            if not isinstance(last, torch.Tensor) or last.shape != peak.shape or last.device != peak.device:
+                last = torch.full(peak.shape, NEVER, dtype=torch.long, device=peak.device)
+            last = torch.where(peak > 0, now, last)
+            fired: np.ndarray | torch.Tensor = (last > now - self.dead_window).to(torch.float32)
+        else:
+            if not isinstance(last, np.ndarray) or last.shape != peak.shape:
+                last = np.full(peak.shape, NEVER, dtype=np.int64)
+            last = np.where(peak > 0, now, last)
+            fired = (last > now - self.dead_window).astype(np.float32)
+        self._last_fired[name] = last
+        return fired
 
     # -- breakpoints --------------------------------------------------------------------------
     def _check_loss(self, value: float, step: int, *, after: bool) -> None:
@@ -454,6 +497,7 @@ class Watcher:
             warnings.warn(f"neurodbg: cannot write the run {self.store.directory} ({exc}); recording stopped, "
                           f"training goes on", RuntimeWarning, stacklevel=3)
         self.recording = False
+        self.routers.disarm()
         for handle in self._site_handles:
             handle.remove()
         self._site_handles = []
@@ -484,7 +528,9 @@ def _norms(tensors: Sequence[torch.Tensor]) -> list[float]:
 def watch(model: nn.Module | Model, optimizer: torch.optim.Optimizer | None = None, *, run: str | Path,
           every: int = 1, sites: Iterable[str] | None = None, break_on: str | Iterable[str] | BreakOn | None = None,
           on_break: Callable[[Hit], Any] | None = None, flush_every: int = 50, flush_seconds: float = 5.0,
-          weights_every: int = 10, resume: bool = False) -> Watcher:
+          weights_every: int = 10, resume: bool = False,
+          routers: Mapping[str, int] | Iterable[str] | None = None, dead_window: int = 10) -> Watcher:
     """A context manager that records a training run into `run` (see the module docstring)."""
     return Watcher(model, optimizer, run=run, every=every, sites=sites, break_on=break_on, on_break=on_break,
-                   flush_every=flush_every, flush_seconds=flush_seconds, weights_every=weights_every, resume=resume)
+                   flush_every=flush_every, flush_seconds=flush_seconds, weights_every=weights_every, resume=resume,
+                   routers=routers, dead_window=dead_window)

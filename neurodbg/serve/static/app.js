@@ -123,6 +123,7 @@ function showTab(name) {
   for (const tab of document.querySelectorAll(".tab")) tab.hidden = tab.id !== `tab-${name}`;
   if (name === "lens" && state.ids.length) runLens();
   if (name === "attention" && state.ids.length) runAttention();
+  if (name === "experts" && state.ids.length) runRoutes();
 }
 
 function neuronLink(id) {
@@ -239,6 +240,7 @@ function selectToken(i) {
   const active = document.querySelector(".tabs button.active").dataset.tab;
   if (active === "lens") runLens();
   else if (active === "attention") runAttention();
+  else if (active === "experts") runRoutes();
   else { if (active !== "neurons") showTab("neurons"); runAnalysis(); }
 }
 
@@ -467,9 +469,13 @@ async function applySteering(event) {
 function renderSteering(r) {
   state.steerSaved = r.saved;
   $("#steer-save").disabled = false;
+  $("#steer-result").replaceChildren(...comparison(r, `After (${r.neurons} neurons steered)`));
+}
+
+function comparison(r, afterTitle) {
   const parts = [el("div", { class: "compare" },
     el("div", {}, el("h4", {}, "Before"), r.baseline),
-    el("div", {}, el("h4", {}, `After (${r.neurons} neurons steered)`), r.steered))];
+    el("div", {}, el("h4", {}, afterTitle), r.steered))];
   if (r.delta_logprob !== null) {
     const before = Math.exp(r.baseline_logprob);
     const after = Math.exp(r.steered_logprob);
@@ -479,7 +485,7 @@ function renderSteering(r) {
       el("strong", { class: r.delta_logprob >= 0 ? "pos" : "neg" }, `Δ ${(100 * (after - before)).toFixed(1)} points`),
       ` · Δ log p ${r.delta_logprob >= 0 ? "+" : ""}${fmt(r.delta_logprob)}`));
   }
-  $("#steer-result").replaceChildren(...parts);
+  return parts;
 }
 
 function saveSteering() {
@@ -608,6 +614,62 @@ function drawAttention() {
     `layer ${a.layer}, head ${head}: rows are queries, columns the keys they attend to`), canvas);
 }
 
+// -- experts (mixtures of experts) ---------------------------------------------------------------
+async function runRoutes() {
+  const end = state.selected !== null ? state.selected + 1 : state.ids.length;
+  try {
+    const data = await api("/api/moe/route", { input: conversationInput(end) }, "routing");
+    drawRoutes(data, state.selected !== null ? state.selected : end - 1);
+  } catch (err) { showError(err.message); }
+}
+
+function drawRoutes(data, selected) {
+  // the grid: a row per MoE layer, a column per token (the last 40), the first expert and its weight
+  const tokens = data.tokens.slice(-40);
+  const layers = tokens.length ? tokens[0].layers.map((l) => l.layer) : [];
+  const grid = el("table", { class: "data routes" },
+    el("tr", {}, el("th", {}, "layer"), tokens.map((t) => el("th", { class: t.position === selected ? "selected" : "",
+      title: `position ${t.position}` }, quoted(t.token)))),
+    layers.map((layer, li) => el("tr", {}, el("th", {}, String(layer)), tokens.map((t) => {
+      const route = t.layers[li];
+      return el("td", { class: "num", style: `background: rgba(196, 66, 34, ${(0.8 * route.weights[0]).toFixed(3)})`,
+        title: route.experts.map((e, k) => `expert ${e}: ${fmt(route.weights[k], 3)}`).join("\n") },
+      route.experts.join(" "));
+    }))));
+  const here = data.tokens.find((t) => t.position === selected);
+  const detail = here ? [el("h3", {}, `Token ${quoted(here.token)} (position ${here.position})`),
+    el("table", { class: "data" }, el("tr", {}, el("th", {}, "layer"), el("th", {}, "experts (weight)")),
+      here.layers.map((l) => el("tr", {}, el("td", { class: "num" }, String(l.layer)),
+        el("td", {}, l.experts.map((e, k) => `${e} (${fmt(l.weights[k], 3)})`).join(", ")))))] : [];
+  $("#experts").replaceChildren(el("p", { class: "muted" },
+    "Each cell: the experts that handled the token at that layer, the first (strongest) shaded by its weight."),
+  grid, ...detail);
+}
+
+async function applyRouting(event) {
+  event.preventDefault();
+  let body;
+  try {
+    const experts = $("#route-experts").value.split(/[\s,]+/).filter(Boolean).map(Number);
+    if (!experts.length || experts.some((e) => !Number.isInteger(e) || e < 0)) throw new Error("give expert numbers, e.g. 3, 5");
+    const layer = $("#route-layer").value;
+    const op = { op: $("#route-op").value, site: layer === "all" ? "layers.*.router.logits" : `layers.${layer}.router.logits`,
+      experts, tokens: $("#route-tokens").value };
+    body = { ...steerInput(), max_new_tokens: Number($("#steer-max").value) || 20, interventions: { interventions: [op] } };
+  } catch (err) { showError(err.message); return; }
+  progress.show("routing: baseline", 0);
+  try {
+    let result = null;
+    await stream("/api/steer", body, (ev) => {
+      if (ev.type === "progress") progress.show(`routing: ${ev.stage} ${ev.done}/${ev.total} tokens`, null);
+      else if (ev.type === "result") result = ev;
+    });
+    const op = body.interventions.interventions[0];
+    if (result) $("#route-result").replaceChildren(...comparison(result,
+      `After (${op.op === "ban_experts" ? "banning" : "forcing"} experts ${op.experts.join(", ")})`));
+  } catch (err) { showError(err.message); } finally { progress.hide(); }
+}
+
 // -- search ------------------------------------------------------------------------------------
 async function runSearch(event) {
   event.preventDefault();
@@ -641,6 +703,9 @@ async function start() {
   if (!state.info.chat_template) $("#chat-mode").checked = false;
   $("#training-tab").hidden = !state.info.runs;
   $("#vision-tab").hidden = !state.info.vision;
+  $("#experts-tab").hidden = !state.info.moe;
+  $("#route-layer").replaceChildren(el("option", { value: "all" }, "all"),
+    ...Array.from({ length: state.info.layers }, (_, l) => el("option", { value: String(l) }, String(l))));
   if (!a) {
     for (const id of ["#search-input", "#steer-apply", "#steer-preview", 'input[value="activation"]']) $(id).disabled = true;
   }
@@ -668,6 +733,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#steer-preview").addEventListener("click", previewSteering);
   $("#steer-save").addEventListener("click", saveSteering);
   $("#steer-load").addEventListener("change", loadSteering);
+  $("#route-form").addEventListener("submit", applyRouting);
   $("#att-layer").addEventListener("change", runAttention);
   $("#att-head").addEventListener("change", drawAttention);
   $("#search-form").addEventListener("submit", runSearch);
