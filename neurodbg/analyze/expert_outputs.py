@@ -13,7 +13,7 @@ other than the fused gate-up / down one are left alone (their variance is None).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -22,6 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from neurodbg.model import Model
+from neurodbg.sites.fused_experts import expert_count, recomputable
+from neurodbg.trace.expert_sites import expert_neurons
 
 
 class ExpertOutputs:
@@ -52,26 +54,13 @@ class ExpertOutputs:
         return out
 
 
-def recomputable(experts: nn.Module) -> bool:
-    gate_up, down = getattr(experts, "gate_up_proj", None), getattr(experts, "down_proj", None)
-    return (isinstance(gate_up, torch.Tensor) and gate_up.dim() == 3 and isinstance(down, torch.Tensor)
-            and down.dim() == 3 and hasattr(experts, "act_fn")
-            and isinstance(getattr(experts, "num_experts", None), int)
-            and not getattr(experts, "has_bias", False) and not getattr(experts, "is_transposed", False)
-            and getattr(experts, "is_concatenated", True))
-
-
 def _recompute(stats: ExpertOutputs) -> Any:
     @torch.no_grad()
     def hook(experts: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        hidden_states, top_k_index = args[0], args[1]
-        gate_up = cast(torch.Tensor, experts.gate_up_proj)
         down = cast(torch.Tensor, experts.down_proj)
-        act = cast(Callable[[torch.Tensor], torch.Tensor], experts.act_fn)
-        for e in torch.unique(top_k_index).tolist():
-            tokens = (top_k_index == e).any(dim=-1)
-            gate, up = F.linear(hidden_states[tokens], gate_up[e]).chunk(2, dim=-1)
-            stats.add(int(e), F.linear(act(gate) * up, down[e]))
+        for e in torch.unique(args[1]).tolist():
+            if 0 <= e < expert_count(experts):
+                stats.add(int(e), F.linear(expert_neurons(experts, args, int(e)).values, down[e]))
     return hook
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from neurodbg.sites.fused_experts import expert_count, recomputable
 from neurodbg.sites.site import Port, Site
 from neurodbg.sites.structural import StructuralAdapter, structural_adapter_for
 
@@ -17,7 +18,7 @@ from neurodbg.sites.structural import StructuralAdapter, structural_adapter_for
 LayerMap = dict[str, tuple[str, Port, int]]
 
 PER_LAYER_ORDER = ("resid_in", "attn.out", "attn.pattern", "mlp.in", "router.logits", "router.weights",
-                   "router.experts", "shared.act", "mlp.act", "mlp.out", "resid_out")
+                   "router.experts", "experts", "shared.act", "mlp.act", "mlp.out", "resid_out")
 ROUTER_SITES = ("router.logits", "router.weights", "router.experts")
 
 
@@ -32,6 +33,7 @@ class Adapter:
     per_layer: LayerMap = field(default_factory=dict)
     neuron_writer: str = ""          # module reading the neurons (its weight columns are their output directions)
     neuron_note: str = ""
+    experts: str = ""                # a fused routed-experts module, relative to the layer: per-expert neuron sites
 
     def bind(self, model: nn.Module) -> BoundAdapter:
         modules = dict(model.named_modules())
@@ -69,6 +71,9 @@ class BoundAdapter:
         for i in range(self.n_layers):
             layer_path = _join(self.base, a.layers, str(i))
             for short in PER_LAYER_ORDER:
+                if short == "experts":
+                    sites.update(self._expert_sites(modules, _join(layer_path, a.experts), i) if a.experts else {})
+                    continue
                 if short not in a.per_layer:
                     continue
                 rel, port, index = a.per_layer[short]
@@ -90,6 +95,17 @@ class BoundAdapter:
                 sites["logits"] = Site("logits", cand, "output")
                 break
         return sites
+
+    @staticmethod
+    def _expert_sites(modules: dict[str, nn.Module], path: str, layer: int) -> dict[str, Site]:
+        """`layers.{i}.experts.{e}.act`: each routed expert's neurons (fused layouts computed by
+        `trace.expert_sites` only)."""
+        experts = modules.get(path)
+        if experts is None or not recomputable(experts):
+            return {}
+        names = [f"layers.{layer}.experts.{e}.act" for e in range(expert_count(experts))]
+        return {name: Site(name, path, "output", 0, layer=layer, flat_tokens=True, expert=e)
+                for e, name in enumerate(names)}
 
     @property
     def sites(self) -> dict[str, Site]:

@@ -35,6 +35,9 @@ class Site:
     # a [batch x tokens, units] tensor (a mixture of experts' router reshapes its input so): traced
     # as [batch, tokens, units], so positions and captures work as for any other site
     flat_tokens: bool = False
+    # one routed expert's neurons inside a fused experts module (`module_path`): computed beside it from
+    # the module's inputs, not read from a tensor it holds (`trace.expert_sites`)
+    expert: int | None = None
 
     @property
     def is_raw(self) -> bool:

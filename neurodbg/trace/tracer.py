@@ -132,7 +132,9 @@ class Trace:
             target = named[site.module_path]
             capture = self._captures.get(name)
             edits = self._edits.get(name, [])
-            if site.port == "output":
+            if site.expert is not None:
+                self._handles.append(target.register_forward_hook(self._expert_hook(site, capture, edits)))
+            elif site.port == "output":
                 self._handles.append(target.register_forward_hook(self._output_hook(site, capture, edits)))
             else:
                 param = _positional_name(target, site.index)
@@ -299,6 +301,22 @@ class Trace:
             if isinstance(output, torch.Tensor):
                 return new
             return _replace(output, site.index, new)
+        return hook
+
+    def _expert_hook(self, site: Site, capture: Capture | None, edits: list[Intervention]) -> Any:
+        """One routed expert's neurons, computed from the fused experts' inputs; an edit adds its effect
+        to their output at the expert's tokens (`expert_sites`)."""
+        from neurodbg.trace.expert_sites import expert_neurons, with_edited_neurons
+
+        expert = int(site.expert or 0)
+
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+            if not isinstance(output, torch.Tensor) or len(args) < 3:
+                raise InterventionError(f"{site.name}: {site.module_path} was not called as fused experts "
+                                        f"(hidden states, top-k index, top-k weights)")
+            neurons = expert_neurons(module, args, expert)
+            new = self._process(site, neurons.dense(int(output.shape[0])), capture, edits)
+            return None if new is None else with_edited_neurons(module, output, neurons, expert, new)
         return hook
 
     def _input_hook(self, site: Site, capture: Capture | None, edits: list[Intervention], param: str | None) -> Any:

@@ -43,6 +43,7 @@ from torch.utils.hooks import RemovableHandle
 from neurodbg.errors import BreakpointHit, RunError
 from neurodbg.model import Model
 from neurodbg.sites.site import Site
+from neurodbg.trace.expert_sites import expert_neurons
 from neurodbg.train.breakpoints import BreakOn, Hit, parse_break_on, save_snapshot
 from neurodbg.train.router_watch import RouterWatch
 from neurodbg.train.run_store import RunStore, ScalarRow
@@ -267,7 +268,12 @@ class Watcher:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             if torch.is_grad_enabled():
                 self._accumulate(site.name, _element(output, site))
-        return hook
+
+        def expert_hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if torch.is_grad_enabled():     # a routed expert's neurons, over the tokens it ran for
+                with torch.no_grad():
+                    self._accumulate(site.name, expert_neurons(module, args, int(site.expert or 0)).values)
+        return hook if site.expert is None else expert_hook
 
     def _site_input_hook(self, site: Site) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -437,7 +443,7 @@ class Watcher:
             return hook
 
         for site in self.sites:
-            if site.port == "output":
+            if site.port == "output" and site.expert is None:
                 handles.append(modules[site.module_path].register_forward_hook(watcher(site)))
         try:
             with torch.no_grad():

@@ -7,6 +7,8 @@ shared expert, a gated MLP every token goes through.
     layers.{i}.router.logits    [tokens x experts] the router's scores before the softmax
     layers.{i}.router.weights   [tokens x k] the routing weights of the chosen experts
     layers.{i}.router.experts   [tokens x k] the chosen experts' indices
+    layers.{i}.experts.{e}.act  routed expert e's neurons [tokens x intermediate], zero at tokens
+                                not routed to it (computed beside the fused experts: `trace.expert_sites`)
     layers.{i}.shared.act       the shared expert's neurons (Qwen2-MoE)
 
 The router returns them flattened over the batch ([batch x tokens, ...]); traces see
@@ -32,5 +34,7 @@ MOE = register(replace(
         "shared.act": ("mlp.shared_expert.down_proj", "input", 0),
     },
     neuron_writer="",
-    neuron_note="routed experts are fused in mlp.experts; the router's sites are layers.{i}.router.*",
+    neuron_note="routed experts are fused in mlp.experts: their neurons are layers.{i}.experts.{e}.act; the "
+                "router's sites are layers.{i}.router.*",
+    experts="mlp.experts",
 ))
