@@ -79,3 +79,7 @@ class BreakpointHit(NeurodbgError):
 
 class ImageError(NeurodbgError, ValueError):
     """An image is missing, unreadable, too large, or of a shape the model cannot take."""
+
+
+class ProbeDataError(NeurodbgError, ValueError):
+    """A labelled prompt set that cannot be probed (missing, malformed, one class, mismatched rows)."""

@@ -9,6 +9,7 @@ import typer
 
 from neurodbg.cli import (
     atlas_cmd,
+    consistency_cmd,
     corpus_cmd,
     describe_cmd,
     diff_cmd,
@@ -17,6 +18,7 @@ from neurodbg.cli import (
     models_cmd,
     moe_cmd,
     monitor_cmd,
+    probe_cmd,
     runs_cmd,
     scan_cmd,
     serve_cmd,
@@ -39,6 +41,8 @@ app.command("lens")(lens_cmd.lens)
 app.command("attention")(lens_cmd.attention)
 app.command("patch")(lens_cmd.patch)
 app.command("vector")(lens_cmd.vector)
+app.command("probe")(probe_cmd.probe)
+app.command("consistency")(consistency_cmd.consistency)
 app.command("diff")(diff_cmd.diff)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(models_cmd.app, name="models")
