@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 
 import torch
 from timing import timed  # bench/timing.py (scripts run from bench/)
@@ -28,10 +29,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     model = neurodbg.load_model("default", progress=False)
-    pool = example_set("sources", per_class=args.prompts)
-    # an even share of each source, as far as the smallest allows, up to --prompts in all
-    share = args.prompts // len(pool.classes)
-    keep = [i for c in pool.classes for i in [j for j, label in enumerate(pool.labels) if label == c][:share]]
+    pool = example_set("sources", per_class=args.prompts // 2)
+    # a seeded mix of the three sources (the language reference has fewer documents), --prompts in all
+    keep = sorted(random.Random(0).sample(range(len(pool.texts)), min(args.prompts, len(pool.texts))))
     data = ProbeData("example:sources", [pool.texts[i] for i in keep], [pool.labels[i] for i in keep])
     ids = [model.encode(t) for t in data.texts]
     sites = [s.name for s in model.resolve("layers.*.resid_out")]
