@@ -111,13 +111,14 @@ WORKER = """
 import sys
 from neurodbg.train.study import DigitsSearch, search_digits
 search_digits(sys.argv[1], sys.argv[2], sys.argv[3], trials=int(sys.argv[4]),
-              search=DigitsSearch(lr_low=1e-4, lr_high=1e-2, max_layers=3, steps=100), heartbeat=1, grace=2)
+              search=DigitsSearch(lr_low=1e-4, lr_high=1e-2, max_layers=3, steps=int(sys.argv[5])), heartbeat=1,
+              grace=2)
 print("done", flush=True)
 """
 
 
-def _worker(name: str, storage: str, runs: Path, trials: int) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", WORKER, name, storage, str(runs), str(trials)],
+def _worker(name: str, storage: str, runs: Path, trials: int, steps: int = 100) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", WORKER, name, storage, str(runs), str(trials), str(steps)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
@@ -134,18 +135,24 @@ def test_two_workers_share_a_study_and_a_killed_search_resumes(tmp_path: Path) -
     runs = {Path(t.user_attrs["neurodbg_run"]).name for t in finished}
     assert len(runs) == len(finished)
     # a search killed in the middle of a trial, then run again: it ends with the trials asked for
-    killed = _worker("resumed", storage, tmp_path, 4)
+    # longer trials, and one storage object polled (opening the storage anew each time is slow enough, on a
+    # loaded machine, to miss every moment a trial runs)
+    killed = _worker("resumed", storage, tmp_path, 4, steps=400)
+    polled = optuna.storages.RDBStorage(storage)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        study = optuna.load_study(study_name="resumed", storage=storage) if _has(storage, "resumed") else None
+        study = optuna.load_study(study_name="resumed", storage=polled) if _has(polled, "resumed") else None
         if study and sum(t.state.is_finished() for t in study.get_trials()) >= 1 and any(
                 t.state == optuna.trial.TrialState.RUNNING for t in study.get_trials()):
             break
-        time.sleep(0.2)
+        assert killed.poll() is None, "the search finished before it could be killed in the middle of a trial"
+        time.sleep(0.05)
+    polled.remove_session()
+    polled.engine.dispose()                                  # no connection of ours stays open on the file
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     time.sleep(3)                                            # past the dead worker's heartbeat grace period
-    again = _worker("resumed", storage, tmp_path, 4)
+    again = _worker("resumed", storage, tmp_path, 4, steps=400)
     _, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
     states = [t.state for t in optuna.load_study(study_name="resumed", storage=storage).get_trials()]
@@ -153,5 +160,5 @@ def test_two_workers_share_a_study_and_a_killed_search_resumes(tmp_path: Path) -
     assert optuna.trial.TrialState.FAIL in states            # the trial the kill interrupted
 
 
-def _has(storage: str, name: str) -> bool:
+def _has(storage: str | optuna.storages.BaseStorage, name: str) -> bool:
     return name in optuna.study.get_all_study_names(storage)
