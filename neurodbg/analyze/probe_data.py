@@ -10,8 +10,10 @@ import csv
 import json
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from neurodbg.errors import CorpusError, ProbeDataError
 
@@ -67,43 +69,48 @@ def load_probe_data(spec: str | Path, *, per_class: int = 100, seed: int = 0) ->
     texts: list[str] = []
     labels: list[str] = []
     suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".ndjson"):
+        raise ProbeDataError(f"{path}: a labelled prompt set is a .csv or .jsonl file")
     try:
         with path.open(encoding="utf-8", newline="") as handle:
-            if suffix == ".csv":
-                reader = csv.DictReader(handle)
-                if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
-                    raise ProbeDataError(f"{path}: a probe CSV needs the columns text and label "
-                                         f"(found {', '.join(reader.fieldnames or []) or 'none'})")
-                for i, record in enumerate(reader, start=2):
-                    if None in record:
-                        raise ProbeDataError(f"{path} line {i}: more fields than the header names")
-                    text, label = _row(str(path), f"line {i}", record.get("text"), record.get("label"))
-                    texts.append(text)
-                    labels.append(label)
-                    if len(texts) > MAX_ROWS:
-                        raise ProbeDataError(f"{path}: more than {MAX_ROWS:,} rows")
-            elif suffix in (".jsonl", ".ndjson"):
-                for i, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ProbeDataError(f"{path} line {i}: not JSON ({exc.msg})") from None
-                    if not isinstance(record, dict):
-                        raise ProbeDataError(f"{path} line {i}: expected an object with text and label")
-                    text, label = _row(str(path), f"line {i}", record.get("text"), record.get("label"))
-                    texts.append(text)
-                    labels.append(label)
-                    if len(texts) > MAX_ROWS:
-                        raise ProbeDataError(f"{path}: more than {MAX_ROWS:,} rows")
-            else:
-                raise ProbeDataError(f"{path}: a labelled prompt set is a .csv or .jsonl file")
+            records = _csv_records(path, handle) if suffix == ".csv" else _jsonl_records(path, handle)
+            for line, record in records:
+                text, label = _row(str(path), f"line {line}", record.get("text"), record.get("label"))
+                texts.append(text)
+                labels.append(label)
+                if len(texts) > MAX_ROWS:
+                    raise ProbeDataError(f"{path}: more than {MAX_ROWS:,} rows")
     except UnicodeDecodeError:
         raise ProbeDataError(f"{path} is not UTF-8 text") from None
     except csv.Error as exc:
         raise ProbeDataError(f"{path}: malformed CSV ({exc})") from None
     return _checked(str(path), texts, labels)
+
+
+def _csv_records(path: Path, handle: TextIO) -> Iterator[tuple[int, dict[str, object]]]:
+    """(line number, row) of a CSV with `text` and `label` columns."""
+    reader = csv.DictReader(handle)
+    if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
+        raise ProbeDataError(f"{path}: a probe CSV needs the columns text and label "
+                             f"(found {', '.join(reader.fieldnames or []) or 'none'})")
+    for line, record in enumerate(reader, start=2):
+        if None in record:
+            raise ProbeDataError(f"{path} line {line}: more fields than the header names")
+        yield line, dict(record)
+
+
+def _jsonl_records(path: Path, handle: TextIO) -> Iterator[tuple[int, dict[str, object]]]:
+    """(line number, object) of each non-blank JSONL line."""
+    for line, raw in enumerate(handle, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ProbeDataError(f"{path} line {line}: not JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise ProbeDataError(f"{path} line {line}: expected an object with text and label")
+        yield line, record
 
 
 def example_set(name: str, *, per_class: int = 100, seed: int = 0, chars: int = 200) -> ProbeData:
