@@ -83,3 +83,11 @@ class ImageError(NeurodbgError, ValueError):
 
 class ProbeDataError(NeurodbgError, ValueError):
     """A labelled prompt set that cannot be probed (missing, malformed, one class, mismatched rows)."""
+
+
+class TunedLensError(NeurodbgError):
+    """A tuned lens is missing, unreadable, malformed, or cannot be trained as asked."""
+
+
+class TunedLensMismatchError(TunedLensError):
+    """A tuned lens was trained for another model (its fingerprint or shape differs)."""

@@ -25,11 +25,16 @@ cp neurodbg/vision/torchvision_hook.py "$SITE/_neurodbg_torchvision_hook.py"
 echo "import _neurodbg_torchvision_hook; _neurodbg_torchvision_hook.install()" > "$SITE/_neurodbg_torchvision_hook.pth"
 .venv/bin/neurodbg models pull default
 .venv/bin/neurodbg corpus pull default
-# the browser tests drive Debian's Chromium through Playwright (no browser download)
-if ! command -v chromium >/dev/null 2>&1; then
+# the browser tests drive Debian's Chromium through Playwright (no browser download); figures and
+# the browser draw model text in Chinese too (医生) with a CJK font
+WANT=()
+command -v chromium >/dev/null 2>&1 || WANT+=(chromium)
+[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || WANT+=(fonts-wqy-microhei)
+if [ "${#WANT[@]}" -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${WANT[@]}" >/dev/null
   else
-    echo "setup: Chromium is missing; the browser tests need it (Debian: sudo apt-get install chromium)" >&2
+    echo "setup: missing ${WANT[*]}; the browser tests need Chromium and figures of Chinese text a CJK font" \
+         "(Debian: sudo apt-get install chromium fonts-wqy-microhei)" >&2
   fi
 fi

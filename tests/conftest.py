@@ -70,15 +70,28 @@ def digits_atlas(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def served(default_model, described_atlas: Path):
-    """The web app over the default model and the described small atlas, on a real HTTP server.
-    Tight limits keep generation short (the fuzzer and the browser tests ask for a lot)."""
+def default_lens(tmp_path_factory: pytest.TempPathFactory, default_model) -> Path:
+    """A real tuned lens of the default model, trained briefly (one step of 128 default-corpus
+    tokens) and scored on 128 held-out tokens; the file `train-lens --out` would write."""
+    from neurodbg.analyze.tuned_lens_training import train_tuned_lens
+
+    lens = train_tuned_lens(default_model, tokens=128, seq_len=64, batch=2, eval_tokens=128, progress=False)
+    return lens.save(tmp_path_factory.mktemp("lens") / "default.safetensors")
+
+
+@pytest.fixture(scope="session")
+def served(default_model, described_atlas: Path, default_lens: Path):
+    """The web app over the default model, the described small atlas and a tuned lens, on a real
+    HTTP server. Tight limits keep generation short (the fuzzer and the browser tests ask for a lot)."""
     from serving import running
 
     from neurodbg.analyze.monitor import Monitor
+    from neurodbg.analyze.tuned_lens import load_tuned_lens
     from neurodbg.serve import Limits, create_app
 
     app = create_app(Monitor(default_model, described_atlas),
-                     limits=Limits(max_new_tokens=24, max_prompt_tokens=384, max_attention_tokens=128))
+                     limits=Limits(max_new_tokens=24, max_prompt_tokens=384, max_attention_tokens=128,
+                                   max_samples=8, max_map_items=16),
+                     tuned_lens=load_tuned_lens(default_lens, default_model))
     with running(app) as url:
         yield url

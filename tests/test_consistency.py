@@ -14,9 +14,10 @@ import pytest
 import torch
 
 import neurodbg
-from neurodbg.analyze.consistency import Sampling, consistency, extractor, sample, vote
+from neurodbg.analyze.consistency import consistency, extractor, sample, vote
 from neurodbg.analyze.neurons_behind import attribution
 from neurodbg.analyze.prompt import Prompt, prepare
+from neurodbg.analyze.sampling import Sampling
 from neurodbg.errors import NeurodbgError
 
 QUESTION = "What is 345 * 678? Answer with the number."
@@ -103,3 +104,18 @@ def test_cli_consistency() -> None:
     bad = subprocess.run([command, "consistency", QUESTION, "--extract", "words"], capture_output=True, text=True,
                          timeout=300, check=False)
     assert bad.returncode == 2 and "unknown extract mode" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cli_tokens_generates_by_sampling_as_generate_does(default_model) -> None:
+    command = str(Path(sys.executable).with_name("neurodbg"))
+    done = subprocess.run([command, "tokens", "Once upon a time", "--generate", "8", "--sample", "--temperature",
+                           "0.9", "--seed", "3", "--json"], capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    prompt = prepare(default_model, "Once upon a time")
+    expected = sample(default_model, prompt, 1, Sampling(temperature=0.9, seed=3), max_new_tokens=8)[0]
+    assert out["generated_from"] == prompt.length
+    assert [p["token"] for p in out["positions"]] == default_model.tokens(expected)
+    bad = subprocess.run([command, "tokens", "hi", "--generate", "2", "--sample", "--top-p", "0"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert bad.returncode == 2 and "top_p" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

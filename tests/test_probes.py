@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -38,7 +38,7 @@ def labelled() -> ProbeData:
 
 @pytest.fixture(scope="module")
 def report(default_model: neurodbg.Model, labelled: ProbeData):
-    return probe(default_model, labelled, folds=4, progress=False)
+    return probe(default_model, labelled, folds=4, classifier="logistic", progress=False)
 
 
 def test_probe_accuracies_equal_a_direct_fit_on_hidden_states(default_model: neurodbg.Model, labelled: ProbeData,
@@ -63,6 +63,12 @@ def test_probe_accuracies_equal_a_direct_fit_on_hidden_states(default_model: neu
         assert p.separation == pytest.approx(float(np.linalg.norm(means[0] - means[1]) / spread), rel=1e-4)
     assert report.best.accuracy == max(p.accuracy for p in report.layers)
     assert report.chance == 0.5 and report.classes == ["chat", "math"]
+    # the default classifier, ridge, equals RidgeClassifier fitted directly on the same features
+    ridge = probe(default_model, labelled, folds=4, effect_prompts=0, progress=False)
+    for p in ridge.layers[:-1]:
+        direct = cross_val_score(make_pipeline(StandardScaler(), RidgeClassifier()), features[:, p.layer], y,
+                                 cv=StratifiedKFold(4, shuffle=True, random_state=0))
+        assert p.accuracy == pytest.approx(float(direct.mean()), abs=1e-6), p.site
 
 
 def test_the_direction_is_the_mean_difference_and_moves_the_last_probe(default_model: neurodbg.Model,

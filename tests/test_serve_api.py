@@ -21,7 +21,7 @@ import torch
 import neurodbg
 from neurodbg.analyze.monitor import Monitor
 from neurodbg.analyze.prompt import prepare, prepare_messages
-from neurodbg.analyze.streaming import stream_greedy
+from neurodbg.analyze.streaming import stream_tokens
 from neurodbg.atlas import AtlasStore, records
 from neurodbg.trace.interventions import loads
 
@@ -46,7 +46,7 @@ def chat(url: str, body: dict) -> list[dict]:
 
 def test_streamed_greedy_tokens_equal_the_models_own_generate(default_model: neurodbg.Model) -> None:
     prompt = prepare_messages(default_model, [{"role": "user", "content": "Name three fruits."}])
-    streamed = [t.id for t in stream_greedy(default_model, prompt, max_new_tokens=12)]
+    streamed = [t.id for t in stream_tokens(default_model, prompt, max_new_tokens=12)]
     with default_model.trace() as tr:
         ids = tr.generate(prompt.ids, max_new_tokens=12)
     assert streamed == ids[0, prompt.length:].tolist()
@@ -55,7 +55,7 @@ def test_streamed_greedy_tokens_equal_the_models_own_generate(default_model: neu
 def test_streaming_stops_when_cancelled(default_model: neurodbg.Model) -> None:
     prompt = prepare(default_model, "Once upon a time")
     seen: list[int] = []
-    for step in stream_greedy(default_model, prompt, max_new_tokens=20, cancelled=lambda: len(seen) >= 3):
+    for step in stream_tokens(default_model, prompt, max_new_tokens=20, cancelled=lambda: len(seen) >= 3):
         seen.append(step.id)
     assert len(seen) == 3
 

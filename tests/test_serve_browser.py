@@ -282,3 +282,45 @@ def test_hostile_text_is_shown_not_run(browser, default_model: neurodbg.Model, h
         assert not errors, errors
         info = json.loads(page.evaluate("JSON.stringify(window.__xss ?? null)"))
         assert info is None
+
+
+def test_tuned_lens_sampling_consistency_and_embedding_maps(browser, served: str, shots: Path) -> None:
+    page, errors = new_page(browser, served)
+    # sampled chat: the controls appear with the switch and the reply comes through them
+    assert page.locator("#sample-opts").is_hidden()
+    page.set_checked("#sample-on", True)
+    page.fill("#sample-seed", "7")
+    send(page, "Once upon a time", chat=False, max_new=6)
+    assert page.locator("#conversation .tok.generated").count() >= 1
+    # the lens view's tuned switch (the server has a tuned lens)
+    page.click('.tabs button[data-tab="lens"]')
+    wait_idle(page)
+    assert "logit lens" in page.locator("#lens-kind").inner_text()
+    page.set_checked("#lens-tuned", True)
+    page.wait_for_function("document.querySelector('#lens-kind').textContent.startsWith('tuned lens')")
+    wait_idle(page)
+    assert page.locator("#lens table.lens tr").count() == 31
+    # self-consistency: the vote, every sample, where they fork
+    page.click('.tabs button[data-tab="consistency"]')
+    page.fill("#cons-question", "What is 345 * 678? Answer with the number.")
+    page.fill("#cons-samples", "4")
+    page.fill("#cons-max", "10")
+    page.click("#cons-run")
+    page.wait_for_selector("#consistency h3")
+    wait_idle(page)
+    assert page.locator("#consistency ol.samples li").count() == 4
+    assert page.locator("#consistency table.votes tr").count() >= 2
+    page.fill("#cons-samples", "9")                        # over this server's limit of 8: one line, no crash
+    page.click("#cons-run")
+    page.wait_for_function("!document.querySelector('#error').hidden")
+    assert "over this server's limit of 8" in page.locator("#error").inner_text()
+    # an embedding map of the seeds' words, Chinese included, as SVG text
+    page.click('.tabs button[data-tab="embeddings"]')
+    page.click("#embed-form button[type=submit]")
+    page.wait_for_selector("#embeddings svg circle")
+    assert page.locator("#embeddings svg circle").count() == 6
+    labels = page.locator("#embeddings svg text.point-label").all_text_contents()
+    assert "医生" in labels and "Chat" in labels
+    assert page.locator("#embeddings table.neighbours tr").count() == 7
+    page.screenshot(path=str(shots / "embeddings.png"))
+    assert not errors, errors

@@ -28,7 +28,7 @@ def test_the_schema_lists_every_endpoint(served: str) -> None:
     assert labels == {"GET /api/info", "POST /api/tokens", "POST /api/chat", "POST /api/analyze",
                       "GET /api/neuron", "GET /api/search", "POST /api/steer/preview", "POST /api/steer",
                       "POST /api/lens", "POST /api/attention", "GET /api/runs", "GET /api/runs/{name}",
-                      "POST /api/moe/route"}
+                      "POST /api/moe/route", "POST /api/consistency", "POST /api/embeddings"}
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
@@ -65,6 +65,8 @@ BASE_BODIES = {
     "POST /api/steer": {"input": {"text": "hi"}, "spec": {"neurons": ["L0/N1"]}, "max_new_tokens": 1},
     "POST /api/lens": {"input": {"text": "hi"}},
     "POST /api/attention": {"input": {"text": "hi"}, "layer": 0},
+    "POST /api/consistency": {"input": {"text": "2 + 2 ="}, "samples": 2, "max_new_tokens": 2, "fork_neurons": 0},
+    "POST /api/embeddings": {"items": ["cat", "dog"]},
 }
 
 

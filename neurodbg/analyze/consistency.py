@@ -30,31 +30,13 @@ import torch
 
 from neurodbg.analyze.neurons_behind import activations_and_grads, counted_positions
 from neurodbg.analyze.prompt import Prompt, prepare
+from neurodbg.analyze.sampling import Sampling
 from neurodbg.errors import NeurodbgError
 from neurodbg.model import Model
 
 MAX_SAMPLES = 256
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _CHOICE = re.compile(r"(?<![A-Za-z])([A-E])(?![A-Za-z])")
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.7
-    top_k: int = 50
-    top_p: float = 0.95
-    seed: int = 0
-
-    def check(self) -> None:
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise NeurodbgError(f"the temperature must be a positive number, not {self.temperature}")
-        if self.top_k < 0:
-            raise NeurodbgError(f"top_k must be 0 (off) or more, not {self.top_k}")
-        if not (0 < self.top_p <= 1):
-            raise NeurodbgError(f"top_p must be in (0, 1], not {self.top_p}")
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        return {"do_sample": True, "temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
 
 
 def extractor(mode: str) -> Any:
@@ -223,11 +205,12 @@ def greedy_confidence(model: Model, prompt: Prompt, *, max_new_tokens: int) -> t
     return tok.decode(new, skip_special_tokens=True), lowest
 
 
-def consistency(model: Model, text: str, *, samples: int = 10, extract: str = "number",
+def consistency(model: Model, text: str | Prompt, *, samples: int = 10, extract: str = "number",
                 sampling: Sampling | None = None, max_new_tokens: int = 32, chat: bool = False,
                 triage: float | None = None, fork_neurons: int = 20) -> Consistency:
-    """Sample `samples` answers to `text`, extract and vote (see the module docstring). With
-    `triage`: answer greedily when every greedy token had at least that probability."""
+    """Sample `samples` answers to `text` (or a prepared prompt, e.g. a conversation), extract and
+    vote (see the module docstring). With `triage`: answer greedily when every greedy token had at
+    least that probability."""
     if model.tokenizer is None:
         raise NeurodbgError(f"{model.name} has no tokenizer")
     pick = extractor(extract)
@@ -235,7 +218,8 @@ def consistency(model: Model, text: str, *, samples: int = 10, extract: str = "n
     settings.check()
     if triage is not None and not 0 < triage <= 1:
         raise NeurodbgError(f"the triage threshold must be in (0, 1], not {triage}")
-    prompt = prepare(model, text, chat=chat)
+    prompt = text if isinstance(text, Prompt) else prepare(model, text, chat=chat)
+    text = text if isinstance(text, str) else model.tokenizer.decode(prompt.ids[0])
     confidence = None
     if triage is not None:
         answer, confidence = greedy_confidence(model, prompt, max_new_tokens=max_new_tokens)

@@ -19,9 +19,11 @@ from neurodbg.analyze.logit_lens import LensLayer, LensReport, lens_report, logi
 from neurodbg.analyze.neuron_page import neuron_page
 from neurodbg.analyze.neurons_behind import Mode, NeuronReport
 from neurodbg.analyze.prompt import Prompt, from_ids, prepare, prepare_messages, single_token
+from neurodbg.analyze.sampling import Sampling
 from neurodbg.analyze.steering import Progress, SteeringResult, SteeringSpec, resolve, select, steer
-from neurodbg.analyze.streaming import StreamedToken, stream_greedy
+from neurodbg.analyze.streaming import StreamedToken, stream_tokens
 from neurodbg.analyze.token_view import Position, generate_view, token_view
+from neurodbg.analyze.tuned_lens import TunedLens
 from neurodbg.atlas.store import AtlasStore
 from neurodbg.errors import NeurodbgError, PromptError
 from neurodbg.model import Model
@@ -65,18 +67,21 @@ class Monitor:
     def from_ids(self, ids: list[int], template: list[bool] | None = None) -> Prompt:
         return from_ids(self.model, ids, template)
 
-    def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, k: int = 5,
+    def stream(self, prompt: Prompt, *, max_new_tokens: int = 64, k: int = 5, sampling: Sampling | None = None,
                cancelled: Any = lambda: False) -> Iterator[StreamedToken]:
-        """Greedy generation, one token at a time (each with the top-k it was chosen from)."""
-        return stream_greedy(self.model, prompt, max_new_tokens=max_new_tokens, k=k, cancelled=cancelled)
+        """Generation one token at a time, greedy or with `sampling` (each with the top-k it was chosen from)."""
+        return stream_tokens(self.model, prompt, max_new_tokens=max_new_tokens, k=k, sampling=sampling,
+                             cancelled=cancelled)
 
     def tokens(self, text: Text, *, chat: bool = False, k: int = 5) -> list[Position]:
         return token_view(self.model, self.prompt(text, chat=chat), k=k)
 
-    def generate(self, text: Text, *, chat: bool = False, k: int = 5, max_new_tokens: int = 20
-                 ) -> tuple[list[Position], int]:
-        """Generate greedily; the token view over prompt and generated tokens, and where generation starts."""
-        return generate_view(self.model, self.prompt(text, chat=chat), k=k, max_new_tokens=max_new_tokens)
+    def generate(self, text: Text, *, chat: bool = False, k: int = 5, max_new_tokens: int = 20,
+                 sampling: Sampling | None = None) -> tuple[list[Position], int]:
+        """Generate (greedily, or with `sampling`); the token view over prompt and generated tokens, and
+        where generation starts."""
+        return generate_view(self.model, self.prompt(text, chat=chat), k=k, max_new_tokens=max_new_tokens,
+                             sampling=sampling)
 
     def _target(self, target: str | int) -> int:
         """A target token given as text (exactly one token) or as an id."""
@@ -168,12 +173,13 @@ class Monitor:
         return logit_lens(self.model, prompt, prompt.position(position), target=target_id, k=k)
 
     def lens_view(self, text: Text, *, position: int | None = None, target: str | int | None = None, k: int = 5,
-                  chat: bool = False) -> LensReport:
+                  chat: bool = False, tuned: TunedLens | None = None) -> LensReport:
         """Both lens views (each layer's top-k at a position, every cell's top token) from one
-        unembedding of every layer, and the probabilities the heatmap draws."""
+        unembedding of every layer, and the probabilities the heatmap draws; through `tuned`'s
+        translators when given (the tuned lens)."""
         prompt = self.prompt(text, chat=chat)
         target_id = self._target(target) if target is not None else None
-        return lens_report(self.model, prompt, prompt.position(position), target=target_id, k=k)
+        return lens_report(self.model, prompt, prompt.position(position), target=target_id, k=k, tuned=tuned)
 
     def attention(self, text: Text, layer: int, *, chat: bool = False) -> np.ndarray:
         """[heads, T, T] attention weights of one layer."""

@@ -1,7 +1,8 @@
-"""Greedy generation one token at a time, for a chat that shows tokens as they
-come. A plain key-value-cache loop (argmax of each step's logits), so it yields
-the same tokens as the model's own greedy `generate` (a test checks this) and
-each step's top-k next-token probabilities come for free."""
+"""Generation one token at a time, for a chat that shows tokens as they come. A
+plain key-value-cache loop: greedy (argmax of each step's logits) or, with a
+`Sampling`, seeded sampling through transformers' own warpers, so it yields the
+same tokens as the model's own `generate` with the same settings (tests check
+both), and each step's top-k next-token probabilities come for free."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 
 from neurodbg.analyze.prompt import Prompt
+from neurodbg.analyze.sampling import Sampling
 from neurodbg.model import Model
 
 
@@ -45,10 +47,17 @@ def stop_ids(model: Model) -> set[int]:
 
 
 @torch.no_grad()
-def stream_greedy(model: Model, prompt: Prompt, *, max_new_tokens: int = 64, k: int = 5,
-                  cancelled: Callable[[], bool] = lambda: False) -> Iterator[StreamedToken]:
-    """Yield each generated token as soon as it is chosen; stop at EOS, the limit, or when `cancelled()`."""
+def stream_tokens(model: Model, prompt: Prompt, *, max_new_tokens: int = 64, k: int = 5,
+                  sampling: Sampling | None = None, cancelled: Callable[[], bool] = lambda: False
+                  ) -> Iterator[StreamedToken]:
+    """Yield each generated token as soon as it is chosen (greedy, or drawn with `sampling` after
+    seeding the global generator with its seed); stop at EOS, the limit, or when `cancelled()`.
+    `prob` and `top` are the model's own probabilities, before any warping."""
     assert model.tokenizer is not None
+    if sampling is not None:
+        sampling.check()
+        torch.manual_seed(sampling.seed)
+    seen = prompt.ids.to(model.device)
     stops = stop_ids(model)
     ids = prompt.ids.to(model.device)
     # the key-value cache: `cache` in transformers 5, `past_key_values` before
@@ -60,7 +69,10 @@ def stream_greedy(model: Model, prompt: Prompt, *, max_new_tokens: int = 64, k: 
         out = model.module(input_ids=ids, use_cache=True, **{cache_arg: past})
         past = out[cache_arg]
         probs = torch.softmax(out.logits[0, -1].float(), dim=-1)
-        chosen = int(torch.argmax(out.logits[0, -1]))
+        if sampling is None:
+            chosen = int(torch.argmax(out.logits[0, -1]))
+        else:
+            chosen = int(sampling.draw(sampling.warp(seen, out.logits[:, -1]))[0])
         top = probs.topk(k)
         entries = [(model.tokenizer.decode([int(i)]), int(i), float(p))
                    for i, p in zip(top.indices, top.values, strict=True)]
@@ -69,3 +81,4 @@ def stream_greedy(model: Model, prompt: Prompt, *, max_new_tokens: int = 64, k: 
         if chosen in stops:
             return
         ids = torch.tensor([[chosen]], device=model.device)
+        seen = torch.cat([seen, ids], dim=1)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from neurodbg.analyze.prompt import Prompt, prepare
+from neurodbg.analyze.sampling import Sampling
 from neurodbg.model import Model
 
 
@@ -41,13 +42,19 @@ def token_view(model: Model, text: str | Prompt, *, k: int = 5, chat: bool = Fal
     return out
 
 
-def generate_view(model: Model, text: str | Prompt, *, max_new_tokens: int = 20, k: int = 5, chat: bool = False
-                  ) -> tuple[list[Position], int]:
-    """Greedy generation, then the token view over prompt + generated tokens.
-    Returns the positions and the index of the first generated token."""
+def generate_view(model: Model, text: str | Prompt, *, max_new_tokens: int = 20, k: int = 5, chat: bool = False,
+                  sampling: Sampling | None = None) -> tuple[list[Position], int]:
+    """Generation (greedy, or `generate` sampling with `sampling` after seeding with its seed), then
+    the token view over prompt + generated tokens. Returns the positions and the index of the first
+    generated token."""
     prompt = text if isinstance(text, Prompt) else prepare(model, text, chat=chat)
+    options = {}
+    if sampling is not None:
+        sampling.check()
+        torch.manual_seed(sampling.seed)
+        options = sampling.generate_kwargs()
     with model.trace() as tr:
-        ids = tr.generate(prompt.ids, max_new_tokens=max_new_tokens).cpu()
+        ids = tr.generate(prompt.ids, max_new_tokens=max_new_tokens, **options).cpu()
     generated = int(ids.shape[1]) - prompt.length
     full = Prompt(ids, prompt.tokens + model.tokens(ids[0, prompt.length:]), prompt.template + [False] * generated)
     return token_view(model, full, k=k), prompt.length

@@ -17,6 +17,11 @@ from neurodbg.errors import InterventionError, NeurodbgError
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalogue name, model dir, .gguf file or hub id.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
+TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature (> 0).")]
+TopKOpt = Annotated[int, typer.Option(min=0, help="Top-k sampling (0: off).")]
+TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling, in (0, 1].")]
+SeedOpt = Annotated[int, typer.Option(min=0, help="Seed: the same seed gives the same samples.")]
+
 console = Console()
 err_console = Console(stderr=True)
 

@@ -6,17 +6,27 @@ from typing import Annotated
 
 import typer
 
-from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, load
+from neurodbg.cli.common import (
+    JsonOpt,
+    ModelOpt,
+    SeedOpt,
+    TemperatureOpt,
+    TopKOpt,
+    TopPOpt,
+    console,
+    emit_json,
+    load,
+)
 
 
 def consistency(
     prompt: Annotated[str, typer.Argument(help="The question.")],
     samples: Annotated[int, typer.Option(min=1, max=256, help="How many answers to sample.")] = 10,
     extract: Annotated[str, typer.Option(help="number, choice or regex:PATTERN")] = "number",
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (> 0).")] = 0.7,
-    top_k: Annotated[int, typer.Option(min=0, help="Top-k sampling (0: off).")] = 50,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling, in (0, 1].")] = 0.95,
-    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same samples.")] = 0,
+    temperature: TemperatureOpt = 0.7,
+    top_k: TopKOpt = 50,
+    top_p: TopPOpt = 0.95,
+    seed: SeedOpt = 0,
     max_new_tokens: Annotated[int, typer.Option(min=1, max=512)] = 32,
     triage: Annotated[float | None, typer.Option(help="Answer greedily when every greedy token's probability "
                                                       "is at least this (e.g. 0.9); sample otherwise.")] = None,
@@ -25,8 +35,9 @@ def consistency(
     json_out: JsonOpt = False,
 ) -> None:
     """Self-consistency: the answers, the vote, the agreement and entropy, and where the samples fork."""
-    from neurodbg.analyze.consistency import Sampling, extractor
     from neurodbg.analyze.consistency import consistency as run
+    from neurodbg.analyze.consistency import extractor
+    from neurodbg.analyze.sampling import Sampling
 
     extractor(extract)                       # a bad mode is refused before the model loads
     settings = Sampling(temperature, top_k, top_p, seed)

@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, finite, load
+from neurodbg.errors import NeurodbgError
 
 ChatOpt = Annotated[bool, typer.Option(help="Wrap the prompt in the model's chat template.")]
 PngOpt = Annotated[Path | None, typer.Option(help="Write a heatmap PNG here.")]
@@ -28,11 +29,17 @@ def lens(
     k: Annotated[int, typer.Option(min=1, help="Top predictions per layer.")] = 5,
     png: PngOpt = None,
     chat: ChatOpt = False,
+    tuned: Annotated[bool, typer.Option(help="The tuned lens: each layer through its trained translator first "
+                                        "(the model's lens from `train-lens`, or --lens-file).")] = False,
+    lens_file: Annotated[Path | None, typer.Option(help="A tuned lens file (implies --tuned).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Logit lens: each layer's residual stream through the final norm and unembedding."""
+    """Logit lens (or tuned lens): each layer's residual stream through the final norm and unembedding."""
+    from neurodbg.analyze.tuned_lens import lens_for
+
     monitor = _monitor(model, json_out)
-    report = monitor.lens_view(prompt, position=position, target=target, k=k, chat=chat)
+    translators = lens_for(monitor.model, lens_file) if tuned or lens_file else None
+    report = monitor.lens_view(prompt, position=position, target=target, k=k, chat=chat, tuned=translators)
     if png:
         report.heatmap(png)
     if json_out:
@@ -128,3 +135,46 @@ def vector(
     for pt in points:
         lp = "" if pt.target_logprob is None else f"  log p = {pt.target_logprob:.3f}"
         console.print(f"strength {pt.strength:>6g}: {pt.text!r}{lp}", markup=False)
+
+
+def train_lens(
+    model: ModelOpt = "default",
+    corpus: Annotated[str, typer.Option(help="Corpus trained on (a built-in name, file or directory).")] = "default",
+    tokens: Annotated[int, typer.Option(min=1, help="Training tokens.")] = 16_384,
+    eval_tokens: Annotated[int, typer.Option(min=0, help="Held-out tokens scored after training.")] = 4_096,
+    seq_len: Annotated[int, typer.Option(min=2, max=4096, help="Tokens per window.")] = 128,
+    batch: Annotated[int, typer.Option(min=1, help="Windows per step.")] = 2,
+    lr: Annotated[float, typer.Option(parser=finite(1e-8, 1.0), help="Adam's learning rate.")] = 1e-3,
+    epochs: Annotated[int, typer.Option(min=1, max=100)] = 1,
+    out: Annotated[Path | None, typer.Option(help="Write the lens here (default: the cache, by the model's "
+                                             "fingerprint, where `lens --tuned` finds it).")] = None,
+    png: Annotated[Path | None, typer.Option(help="Write the held-out KL per layer (logit vs tuned lens) "
+                                             "here.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a tuned lens: per-layer affine translators minimising KL to the model's own next-token
+    distribution; prints held-out KL per layer, logit lens vs tuned lens."""
+    from neurodbg.analyze.tuned_lens import default_path
+    from neurodbg.analyze.tuned_lens_training import LensEvaluation, train_tuned_lens
+
+    if png is not None and eval_tokens == 0:
+        raise NeurodbgError("--png draws the held-out evaluation: give --eval-tokens above 0")
+    m = load(model, quiet=json_out)
+    lens = train_tuned_lens(m, corpus, tokens=tokens, seq_len=seq_len, batch=batch, lr=lr, epochs=epochs,
+                            eval_tokens=eval_tokens, progress=not json_out)
+    path = lens.save(out or default_path(m))
+    info = lens.info
+    if png is not None:
+        LensEvaluation.from_dict(info["evaluation"]).figure(png, title=f"{m.name}: held-out KL to the final "
+                                                                      f"distribution")
+    if json_out:
+        emit_json({"path": str(path), **info, "png": str(png) if png else None})
+        return
+    console.print(f"trained on {info['train_tokens']:,} tokens in {info['steps']} steps ({info['seconds']} s); "
+                  f"saved {path}", markup=False)
+    if "evaluation" in info:
+        ev = LensEvaluation.from_dict(info["evaluation"])
+        console.print(f"held-out KL to the final distribution (nats/token, {ev.tokens:,} tokens):", markup=False)
+        console.print("layer   logit lens   tuned lens", markup=False)
+        for i, (a, b) in enumerate(zip(ev.logit_kl, ev.tuned_kl, strict=True)):
+            console.print(f"L{i:<6} {a:>10.3f}   {b:>10.3f}", markup=False)

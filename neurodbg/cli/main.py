@@ -13,6 +13,7 @@ from neurodbg.cli import (
     corpus_cmd,
     describe_cmd,
     diff_cmd,
+    embed_cmd,
     inspect_cmd,
     lens_cmd,
     models_cmd,
@@ -38,10 +39,12 @@ app.command("tokens")(monitor_cmd.tokens)
 app.command("analyze")(monitor_cmd.analyze)
 app.command("steer")(monitor_cmd.steer)
 app.command("lens")(lens_cmd.lens)
+app.command("train-lens")(lens_cmd.train_lens)
 app.command("attention")(lens_cmd.attention)
 app.command("patch")(lens_cmd.patch)
 app.command("vector")(lens_cmd.vector)
 app.command("probe")(probe_cmd.probe)
+app.command("embeddings")(embed_cmd.embeddings)
 app.command("consistency")(consistency_cmd.consistency)
 app.command("diff")(diff_cmd.diff)
 app.command("serve")(serve_cmd.serve)

@@ -8,7 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from neurodbg.cli.common import JsonOpt, ModelOpt, console, emit_json, finite, load
+from neurodbg.cli.common import (
+    JsonOpt,
+    ModelOpt,
+    SeedOpt,
+    TemperatureOpt,
+    TopKOpt,
+    TopPOpt,
+    console,
+    emit_json,
+    finite,
+    load,
+)
 from neurodbg.errors import InterventionError, NeurodbgError
 
 AtlasOpt = Annotated[Path | None, typer.Option(help="Atlas directory (descriptions, quantiles).")]
@@ -128,13 +139,24 @@ def tokens(
     model: ModelOpt = "default",
     k: Annotated[int, typer.Option(min=1, max=50, help="Next-token candidates per position.")] = 5,
     generate: Annotated[int, typer.Option(min=0, max=512, help="Also generate this many tokens.")] = 0,
+    sample: Annotated[bool, typer.Option(help="Generate by sampling (--temperature, --top-k, --top-p, --seed) "
+                                              "instead of greedily.")] = False,
+    temperature: TemperatureOpt = 0.7,
+    top_k: TopKOpt = 50,
+    top_p: TopPOpt = 0.95,
+    seed: SeedOpt = 0,
     chat: ChatOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Token view: at every position (prompt, and generated with --generate), the top-k next tokens."""
+    from neurodbg.analyze.sampling import Sampling
+
+    sampling = Sampling(temperature, top_k, top_p, seed) if sample else None
+    if sampling is not None:
+        sampling.check()                     # refused before the model loads
     monitor = _monitor(model, None, json_out)
     if generate:
-        positions, start = monitor.generate(prompt, chat=chat, k=k, max_new_tokens=generate)
+        positions, start = monitor.generate(prompt, chat=chat, k=k, max_new_tokens=generate, sampling=sampling)
     else:
         positions, start = monitor.tokens(prompt, chat=chat, k=k), None
     if json_out:

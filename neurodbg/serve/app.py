@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 
 from neurodbg.analyze.monitor import Monitor
 from neurodbg.analyze.prompt import Prompt
+from neurodbg.analyze.tuned_lens import TunedLens
 from neurodbg.atlas import records
 from neurodbg.atlas.store import AtlasStore
 from neurodbg.errors import NeurodbgError, NeuronIndexError, PromptError, RunError
@@ -57,13 +58,16 @@ STATIC = files("neurodbg.serve") / "static"
 
 def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | None = None,
                loopback_only: bool = True, runs: Path | None = None, vision: Model | None = None,
-               vision_atlas: AtlasStore | None = None) -> FastAPI:
+               vision_atlas: AtlasStore | None = None, tuned_lens: TunedLens | None = None) -> FastAPI:
     """`token`: required from every client when given (always give one when not bound to loopback).
     `loopback_only`: answer only requests whose Host is loopback (when bound to 127.0.0.1).
     `runs`: a directory of training runs for the Training view (clients name runs, never paths).
     `vision`: a vision model for the Vision view (uploaded images, never paths); `vision_atlas`: an
-    image atlas of it (`vision.image_atlas.open_image_atlas`) for channel pages and search."""
+    image atlas of it (`vision.image_atlas.open_image_atlas`) for channel pages and search.
+    `tuned_lens`: a tuned lens of the model (checked now) for the lens view's tuned switch."""
     limits = limits or Limits()
+    if tuned_lens is not None:
+        tuned_lens.check(monitor.model)
     gate = Gate()
     workers = Workers()
     model = monitor.model
@@ -127,7 +131,7 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
         return {"model": model.name, "layers": layers, "moe": any(".router." in s for s in model.sites),
                 "chat_template": bool(getattr(model.tokenizer, "chat_template", None)), "atlas": atlas,
                 "limits": limits.to_dict(), "token_required": token is not None, "runs": runs is not None,
-                "vision": vision.name if vision is not None else None}
+                "vision": vision.name if vision is not None else None, "tuned_lens": tuned_lens is not None}
 
     summary = info()
     if monitor.view is not None and summary["atlas"]["descriptions"]:
@@ -164,6 +168,7 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
     def post_chat(body: schemas.ChatRequest) -> StreamingResponse:
         """The assistant's next turn, streamed token by token (newline-delimited JSON)."""
         at_most("max_new_tokens", body.max_new_tokens, limits.max_new_tokens)
+        sampling = body.sampling.settings() if body.sampling is not None else None
         with gate.model():     # tokenise now, so a bad conversation is a 4xx rather than a stream error
             prompt = prompt_of(body.input)
         room = limits.max_prompt_tokens - prompt.length
@@ -177,7 +182,7 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
                       "template": prompt.template})
                 ids = prompt.ids[0].tolist()
                 for step in monitor.stream(prompt, max_new_tokens=min(body.max_new_tokens, room), k=body.k,
-                                           cancelled=cancelled):
+                                           sampling=sampling, cancelled=cancelled):
                     ids.append(step.id)
                     emit({"type": "token", **step.to_dict()})
                 if cancelled():
@@ -276,12 +281,44 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
 
     @app.post("/api/lens")
     def post_lens(body: schemas.LensRequest) -> dict[str, Any]:
-        """The logit lens: every layer's top tokens at one position, and the top token of every cell."""
+        """The logit lens (or, with `tuned`, the tuned lens): every layer's top tokens at one position,
+        and the top token of every cell."""
+        if body.tuned and tuned_lens is None:
+            raise NeurodbgError("this server has no tuned lens (train one with `neurodbg train-lens`, then "
+                                "start the server again)")
         with gate.model():
             prompt = prompt_of(body.input)
             target = target_of(body.target, body.target_id)
-            report = monitor.lens_view(prompt, position=body.position, target=target, k=body.k)
+            report = monitor.lens_view(prompt, position=body.position, target=target, k=body.k,
+                                       tuned=tuned_lens if body.tuned else None)
         return report.to_dict()
+
+    @app.post("/api/consistency")
+    def post_consistency(body: schemas.ConsistencyRequest) -> dict[str, Any]:
+        """Self-consistency: sample the answer several times, vote, and show where the samples fork."""
+        from neurodbg.analyze.consistency import consistency, extractor
+
+        at_most("samples", body.samples, limits.max_samples)
+        at_most("max_new_tokens", body.max_new_tokens, limits.max_new_tokens)
+        at_most("fork_neurons", body.fork_neurons, limits.max_neurons)
+        extractor(body.extract)                   # an unknown mode is a 400 before any sampling
+        with gate.model():
+            prompt = prompt_of(body.input)
+            result = consistency(model, prompt, samples=body.samples, extract=body.extract,
+                                 sampling=body.sampling.settings(), max_new_tokens=body.max_new_tokens,
+                                 triage=body.triage, fork_neurons=body.fork_neurons)
+        return result.to_dict()
+
+    @app.post("/api/embeddings")
+    def post_embeddings(body: schemas.EmbeddingsRequest) -> dict[str, Any]:
+        """An embedding map of words (token embeddings, or the residual stream where they stand)."""
+        from neurodbg.analyze.embedding_map import embedding_map
+
+        at_most("items", len(body.items), limits.max_map_items)
+        with gate.model():
+            result = embedding_map(model, body.items, kind=body.kind, layer=body.layer, method=body.method,
+                                   neighbours=body.neighbours)
+        return result.to_dict()
 
     @app.post("/api/attention")
     def post_attention(body: schemas.AttentionRequest) -> dict[str, Any]:

@@ -17,6 +17,8 @@ class Limits:
     max_attention_tokens: int = 256        # attention maps are T x T per head
     max_image_bytes: int = 2 * 1024 * 1024   # an uploaded image, before base64 (the body limit grows to fit)
     max_maximize_steps: int = 256          # activation maximisation per request
+    max_samples: int = 32                  # self-consistency samples per request
+    max_map_items: int = 64                # words in one embedding map
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

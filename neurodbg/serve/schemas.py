@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from neurodbg.analyze.consistency import MAX_SAMPLES
+from neurodbg.analyze.embedding_map import MAX_ITEMS
+from neurodbg.analyze.sampling import Sampling
 from neurodbg.analyze.steering import SteeringSpec
 from neurodbg.serve.limits import Limits
 
@@ -47,11 +50,23 @@ class TokensRequest(Strict):
     k: int = Field(default=5, ge=1, le=20)
 
 
+class SamplingInput(Strict):
+    """Sampling settings for a generation; the same defaults as `Sampling`."""
+    temperature: float = Field(default=0.7, gt=0, le=10)
+    top_k: int = Field(default=50, ge=0, le=100_000)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+    def settings(self) -> Sampling:
+        return Sampling(self.temperature, self.top_k, self.top_p, self.seed)
+
+
 class ChatRequest(Strict):
     """The next turn after a conversation (messages), or a plain continuation of text or ids."""
     input: PromptInput
     max_new_tokens: int = Field(default=64, ge=1, le=CAPS.max_new_tokens)
     k: int = Field(default=5, ge=1, le=20)
+    sampling: SamplingInput | None = None       # absent: greedy
 
 
 class AnalyzeRequest(Strict):
@@ -96,6 +111,32 @@ class LensRequest(Strict):
     target: str | None = Field(default=None, max_length=200)
     target_id: int | None = Field(default=None, ge=0)
     k: int = Field(default=5, ge=1, le=20)
+    tuned: bool = False                         # the tuned lens the server was started with
+
+
+class ConsistencyRequest(Strict):
+    input: PromptInput
+    samples: int = Field(default=10, ge=1, le=MAX_SAMPLES)
+    extract: str = Field(default="number", min_length=1, max_length=200)
+    sampling: SamplingInput = Field(default_factory=SamplingInput)
+    max_new_tokens: int = Field(default=32, ge=1, le=CAPS.max_new_tokens)
+    triage: float | None = Field(default=None, gt=0, le=1)
+    fork_neurons: int = Field(default=20, ge=0, le=CAPS.max_neurons)
+
+
+class EmbeddingsRequest(Strict):
+    items: list[str] = Field(min_length=2, max_length=MAX_ITEMS)
+    kind: Literal["token", "contextual"] = "token"
+    layer: int | None = Field(default=None, ge=0, le=1000)
+    method: Literal["pca", "tsne", "umap"] = "pca"
+    neighbours: int = Field(default=5, ge=0, le=50)
+
+    @model_validator(mode="after")
+    def _items(self) -> EmbeddingsRequest:
+        for item in self.items:
+            if not item.strip() or len(item) > 1000:
+                raise ValueError("each item is a non-empty word or word@sentence of at most 1000 characters")
+        return self
 
 
 class AttentionRequest(Strict):

@@ -13,6 +13,21 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 MAX_TICKS = 64
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Droid Sans Fallback")
+
+
+def _cjk_fallback() -> None:
+    """Model text in figures may be Chinese (医生): fall back, glyph by glyph, to an installed CJK
+    font (setup installs one on Debian); without one such glyphs are drawn as boxes."""
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    found = [name for name in CJK_FONTS if name in installed]
+    if found:
+        matplotlib.rcParams["font.family"] = ["DejaVu Sans", found[0]]
+
+
+_cjk_fallback()
 
 
 def _ticks(labels: Sequence[str], count: int) -> tuple[list[int], list[str]]:

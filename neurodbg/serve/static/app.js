@@ -169,7 +169,8 @@ async function send(event) {
   let reply = null;       // the decoded reply (the next turn sends it back as the assistant's message)
   progress.show("generating 0 tokens", 0);
   try {
-    await stream("/api/chat", { input, max_new_tokens: maxNew }, (ev) => {
+    const sampling = $("#sample-on").checked ? samplingSettings() : null;
+    await stream("/api/chat", { input, max_new_tokens: maxNew, ...(sampling ? { sampling } : {}) }, (ev) => {
       if (ev.type === "prompt") {
         Object.assign(state, { ids: ev.ids, tokens: ev.tokens, template: ev.template, positions: [],
                                chosenFrom: {}, start: ev.ids.length, selected: null });
@@ -523,8 +524,12 @@ function clearLoaded() {
 async function runLens() {
   const i = state.selected;
   const body = i !== null ? { input: conversationInput(i), target_id: state.ids[i] } : { input: conversationInput() };
+  body.tuned = $("#lens-tuned").checked;
   try {
-    renderLens(await api("/api/lens", body, "logit lens"), i);
+    const data = await api("/api/lens", body, `${lensKind(body.tuned)} lens`);
+    $("#lens-kind").textContent = data.lens === "tuned" ? "tuned lens: each layer through its trained translator"
+      : "logit lens: each layer straight through the final norm and unembedding";
+    renderLens(data, i);
   } catch (err) { showError(err.message); }
 }
 
@@ -554,6 +559,8 @@ function renderLens(data, selected) {
     el("div", { class: "lens-wrap" }, el("table", { class: "lens" }, header, rows)),
     el("h3", {}, `Each layer's guess after ${quoted(g.tokens[data.position])} (position ${data.position})`), table);
 }
+
+function lensKind(tuned) { return tuned ? "tuned" : "logit"; }
 
 // -- attention ---------------------------------------------------------------------------------
 async function runAttention() {
@@ -704,6 +711,10 @@ async function start() {
   $("#training-tab").hidden = !state.info.runs;
   $("#vision-tab").hidden = !state.info.vision;
   $("#experts-tab").hidden = !state.info.moe;
+  $("#lens-tuned").disabled = !state.info.tuned_lens;
+  $("#lens-tuned").parentElement.title = state.info.tuned_lens ? "each layer through its trained translator"
+    : "no tuned lens on this server: train one with `neurodbg train-lens`, then restart";
+  $("#cons-samples").title = `this server samples at most ${state.info.limits.max_samples}`;
   $("#route-layer").replaceChildren(el("option", { value: "all" }, "all"),
     ...Array.from({ length: state.info.layers }, (_, l) => el("option", { value: String(l) }, String(l))));
   if (!a) {
@@ -737,6 +748,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#att-layer").addEventListener("change", runAttention);
   $("#att-head").addEventListener("change", drawAttention);
   $("#search-form").addEventListener("submit", runSearch);
+  $("#sample-on").addEventListener("change", () => { $("#sample-opts").hidden = !$("#sample-on").checked; });
+  $("#lens-tuned").addEventListener("change", () => { if (state.ids.length) runLens(); });
+  $("#consistency-form").addEventListener("submit", runConsistency);
+  $("#embed-form").addEventListener("submit", runEmbeddings);
   start();
 });
 
@@ -1032,3 +1047,89 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#vision-site").addEventListener("change", traceImage);
   $("#vision-search-form").addEventListener("submit", searchChannels);
 });
+
+// -- sampling, self-consistency and embedding maps ----------------------------------------------
+function samplingSettings() {
+  return { temperature: Number($("#sample-temperature").value), top_k: Number($("#sample-top-k").value),
+           top_p: Number($("#sample-top-p").value), seed: Number($("#sample-seed").value) };
+}
+
+async function runConsistency(event) {
+  event.preventDefault();
+  const text = $("#cons-question").value;
+  if (!text.trim()) { showError("write a question first"); return; }
+  const mode = $("#cons-extract").value;
+  const body = {
+    input: { text, chat: $("#chat-mode").checked }, samples: Number($("#cons-samples").value),
+    extract: mode === "regex" ? `regex:${$("#cons-regex").value}` : mode, sampling: samplingSettings(),
+    max_new_tokens: Number($("#cons-max").value),
+  };
+  if ($("#cons-triage").checked) body.triage = Number($("#cons-threshold").value);
+  try {
+    renderConsistency(await api("/api/consistency", body, `sampling ${body.samples} answers`));
+  } catch (err) { showError(err.message); }
+}
+
+function renderConsistency(data) {
+  const parts = [];
+  const verdict = data.vote === null ? "no answer could be extracted" : `vote: ${quoted(data.vote)}`;
+  parts.push(el("h3", {}, verdict), el("p", { class: "summary" }, data.mode === "direct"
+    ? `answered directly: the greedy answer's least likely token had probability ${pct(data.confidence)}`
+    : `agreement ${pct(data.agreement)} · answer entropy ${fmt(data.entropy, 2)} bits · ${data.answers.length} samples` +
+      (data.confidence !== null ? ` · greedy confidence ${pct(data.confidence)} (below the threshold)` : "")));
+  parts.push(el("table", { class: "data votes" }, el("tr", {}, el("th", {}, "answer"), el("th", {}, "samples")),
+    Object.entries(data.votes).map(([answer, n]) => el("tr", {}, el("td", {}, answer), el("td", { class: "num" }, n)))));
+  const fork = data.fork;
+  if (fork) {
+    parts.push(el("h3", {}, `The samples part ways after ${fork.generated} shared tokens`),
+      el("p", { class: "muted" }, "shared: ", el("code", {}, fork.prefix || "(nothing)")),
+      el("table", { class: "data branches" }, el("tr", {}, el("th", {}, "next token"), el("th", {}, "model's probability"), el("th", {}, "samples")),
+        fork.branches.map((b) => el("tr", {}, el("td", {}, quoted(b.token)), el("td", { class: "num" }, pct(b.probability)),
+          el("td", { class: "num" }, b.samples)))));
+    if (fork.neurons.length) {
+      parts.push(el("h4", {}, "Neurons between the two largest branches (attribution, majority − minority)"),
+        el("p", { class: "neurons" }, fork.neurons.map((n) => [neuronLink(n.id), ` ${fmt(n.value, 3)}  `])));
+    }
+  }
+  parts.push(el("details", {}, el("summary", {}, "every sample"),
+    el("ol", { class: "samples" }, data.texts.map((t, i) => el("li", {}, el("code", {}, t), ` → ${data.answers[i] ?? "none"}`)))));
+  $("#consistency").replaceChildren(...parts);
+}
+
+async function runEmbeddings(event) {
+  event.preventDefault();
+  const items = $("#embed-items").value.split("\n").map((t) => t.trim()).filter((t) => t);
+  const body = { items, kind: $("#embed-kind").value, method: $("#embed-method").value };
+  if ($("#embed-layer").value !== "") body.layer = Number($("#embed-layer").value);
+  try {
+    renderEmbeddings(await api("/api/embeddings", body, "embedding map"));
+  } catch (err) { showError(err.message); }
+}
+
+function renderEmbeddings(data) {
+  const width = 560, height = 380, pad = 40;
+  const xs = data.items.map((it) => it.x), ys = data.items.map((it) => it.y);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const X = (x) => pad + (x1 > x0 ? (x - x0) / (x1 - x0) : 0.5) * (width - 2 * pad - 60);
+  const Y = (y) => height - pad - (y1 > y0 ? (y - y0) / (y1 - y0) : 0.5) * (height - 2 * pad);
+  const chart = svg("svg", { class: "chart embed-map", width, height, viewBox: `0 0 ${width} ${height}` });
+  data.items.forEach((it, i) => {
+    const row = data.similarity[i].map((v, j) => (j === i ? -Infinity : v));
+    const j = row.indexOf(Math.max(...row));
+    chart.append(svg("line", { x1: X(it.x), y1: Y(it.y), x2: X(data.items[j].x), y2: Y(data.items[j].y), stroke: "#ccd" }));
+  });
+  data.items.forEach((it) => {
+    const label = it.context ? `${it.word} (${it.context.slice(0, 24)})` : it.word;
+    chart.append(svg("circle", { cx: X(it.x), cy: Y(it.y), r: 4, fill: it.context ? "#c44222" : "#2255aa" }),
+      svg("text", { x: X(it.x) + 6, y: Y(it.y) - 4, class: "point-label" }, label));
+  });
+  const space = data.kind === "token" ? "token embeddings" : `residual stream after layer ${data.layer}`;
+  const axes = data.explained_variance.length
+    ? ` · PC1 ${pct(data.explained_variance[0])}, PC2 ${pct(data.explained_variance[1])} of variance` : "";
+  const table = el("table", { class: "data neighbours" }, el("tr", {}, el("th", {}, "item"), el("th", {}, "tokens"),
+    el("th", {}, data.kind === "token" ? "nearest vocabulary tokens (cosine)" : "nearest items (cosine)")),
+    data.items.map((it) => el("tr", {}, el("td", {}, it.label), el("td", {}, it.tokens.map(quoted).join(" ")),
+      el("td", {}, it.neighbours.map((n) => `${n.token !== undefined ? quoted(n.token) : n.label} ${fmt(n.cosine, 3)}`).join(", ")))));
+  $("#embeddings").replaceChildren(el("h3", {}, `${space} (${data.method})${axes}`), chart,
+    ...data.notes.map((n) => el("p", { class: "muted" }, n)), table);
+}
