@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--atlas", required=True)
     parser.add_argument("--top", type=int, default=300)
     parser.add_argument("--clusters", type=int, default=5)
+    parser.add_argument("--sides", choices=["selected", "both"], default="selected",
+                        help="clamp each neuron on its selected side only (the seeds; the default since "
+                             "2026-12-05) or on both sides (the README's table was measured so)")
     args = parser.parse_args()
 
     model = neurodbg.load_model(progress=False)
@@ -49,17 +52,17 @@ def main() -> None:
         row = {"label": c.label, "size": len(ids), "coherence": round(c.coherence, 3),
                "attribution_to_wrong": round(c.total, 4), "example_ids": ids[:5]}
         for name, value in (("ablate", 0.0), ("boost_x2", 2.0)):
-            edits = monitor.steering(SteeringSpec(neurons=ids, value=value, tokens="all"))
+            edits = monitor.steering(SteeringSpec(neurons=ids, value=value, tokens="all", sides=args.sides))
             row[f"logit_diff_{name}"] = round(diff(edits), 4)
         print(json.dumps(row))
     all_ids = [f.id for f in findings]
-    edits = monitor.steering(SteeringSpec(neurons=all_ids, value=0.0, tokens="all"))
+    edits = monitor.steering(SteeringSpec(neurons=all_ids, value=0.0, tokens="all", sides=args.sides))
     print(json.dumps({"ablate_all_top_neurons": len(all_ids), "logit_diff": round(diff(edits), 4)}))
     # control: as many random neurons, ablated the same way
     rng = random.Random(0)
     for trial in range(3):
         picks = [f"L{rng.randrange(monitor.model.n_layers)}/N{rng.randrange(1536)}" for _ in all_ids]
-        control = monitor.steering(SteeringSpec(neurons=picks, value=0.0, tokens="all"))
+        control = monitor.steering(SteeringSpec(neurons=picks, value=0.0, tokens="all", sides=args.sides))
         print(json.dumps({"control_ablate_random_neurons": len(picks), "trial": trial,
                           "logit_diff": round(diff(control), 4)}))
     result = monitor.steer(PROMPT, edits, target="9", max_new_tokens=12)

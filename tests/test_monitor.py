@@ -91,21 +91,30 @@ def test_steering_to_own_value_is_bit_identical(default_model: neurodbg.Model, d
     assert torch.equal(plain, steered)
 
 
-def test_ablation_through_a_spec_equals_a_manual_hook(default_model: neurodbg.Model, described_atlas: Path) -> None:
+@pytest.mark.parametrize("sides", ["selected", "both"])
+def test_ablation_through_a_spec_equals_a_manual_hook(default_model: neurodbg.Model, described_atlas: Path,
+                                                      sides: str) -> None:
     view = AtlasView(AtlasStore.open(described_atlas), default_model)
     p = prepare(default_model, QUESTION)
     neurons = [(0, 3), (0, 900), (1, 42)]
-    spec = SteeringSpec(neurons=[f"L{a}/N{b}" for a, b in neurons], value=0.0, tokens="all")
+    spec = SteeringSpec(neurons=[f"L{a}/N{b}" for a, b in neurons], value=0.0, tokens="all", sides=sides)
     with torch.no_grad(), default_model.trace(interventions=resolve(spec, view, default_model)) as tr:
         steered = tr.forward({"input_ids": p.ids}).logits
     layers = default_model.module.model.layers
     handles = []
+    negatives = 0
     for layer in (0, 1):
         cols = [n for li, n in neurons if li == layer]
 
         def zero(_m: torch.nn.Module, args: tuple, cols: list[int] = cols) -> tuple:
+            nonlocal negatives
             x = args[0].clone()
-            x[..., cols] = 0
+            if sides == "both":
+                x[..., cols] = 0
+            else:        # the selected polarity (+) only: negative activations keep their values
+                picked = x[..., cols]
+                negatives += int((picked < 0).sum())
+                x[..., cols] = torch.where(picked > 0, torch.zeros_like(picked), picked)
             return (x,)
         handles.append(layers[layer].mlp.down_proj.register_forward_pre_hook(zero))
     try:
@@ -115,6 +124,8 @@ def test_ablation_through_a_spec_equals_a_manual_hook(default_model: neurodbg.Mo
         for h in handles:
             h.remove()
     assert torch.equal(steered, manual)
+    if sides == "selected":
+        assert negatives > 0           # the two ways differ here: the other side was really kept
 
 
 def test_steer_generates_with_and_without(default_model: neurodbg.Model, described_atlas: Path) -> None:
@@ -123,9 +134,13 @@ def test_steer_generates_with_and_without(default_model: neurodbg.Model, describ
 
     edits = monitor.steering(SteeringSpec(query="digits and numbers", k=20, value=0.0))
     hits = AtlasSearch(AtlasStore.open(described_atlas)).search("digits and numbers", 20)
-    # a neuron matched in both polarities is one neuron to set
-    assert edits and sum(len(e.neurons or []) for e in edits) == len({(h.layer, h.neuron) for h in hits})
+    # each (neuron, polarity) matched is clamped on its own side: a neuron matched in both polarities
+    # is clamped on both, and counted once among the neurons touched
+    assert edits and sorted((int(e.site.split(".")[1]), n, "+" if e.side == "positive" else "-")
+                            for e in edits for n in e.neurons or []) == sorted((h.layer, h.neuron, h.polarity)
+                                                                               for h in hits)
     result = monitor.steer(QUESTION, edits, target="9", max_new_tokens=6)
+    assert result.touched == len({(h.layer, h.neuron) for h in hits})
     with default_model.trace() as tr:
         plain = tr.generate(prepare(default_model, QUESTION).ids, max_new_tokens=6)
     assert result.baseline_text == default_model.tokenizer.decode(plain[0, result.prompt_tokens:],
@@ -224,7 +239,7 @@ def test_cli_bad_input(described_atlas: Path, tmp_path: Path) -> None:
         (("analyze", QUESTION, "--mode", "magic"), "unknown mode"),
         (("analyze", QUESTION, "--atlas", str(described_atlas), "--model", str(tiny)), "different"),
         (("steer", QUESTION, "--atlas", str(described_atlas), "--query", "x", "--min-score", "1.5"), "matches"),
-        (("steer", QUESTION, "--atlas", str(described_atlas)), "exactly one"),
+        (("steer", QUESTION, "--atlas", str(described_atlas)), "name what to steer"),
         (("steer", QUESTION, "--replay", str(tmp_path / "missing.json")), "cannot read"),
         (("lens", QUESTION, "--target", " not one token"), "tokens"),
         (("attention", QUESTION, "--layer", "99"), "no layer"),

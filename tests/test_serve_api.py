@@ -290,7 +290,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_cli_serve(described_atlas: Path, tmp_path: Path) -> None:
+def test_cli_serve(described_atlas: Path, default_lens: Path, tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "neurodbg.cli.main", "serve"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NEURODBG_TOKEN": ""}
     missing = subprocess.run([*cli, "--atlas", str(tmp_path / "nowhere")], capture_output=True, text=True, env=env,
@@ -305,8 +305,18 @@ def test_cli_serve(described_atlas: Path, tmp_path: Path) -> None:
         refused = subprocess.run([*cli, "--port", str(taken)], capture_output=True, text=True, env=env, timeout=120)
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{taken}: Address already in use"]
+    from families import tiny_model
+
+    from neurodbg.analyze.tuned_lens import TunedLens
+
+    other = TunedLens.identity(neurodbg.Model(tiny_model("llama"), name="tiny-llama")).save(tmp_path / "o.st")
+    wrong = subprocess.run([*cli, "--port", str(_free_port()), "--tuned-lens", str(other)], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1
+    assert "trained for another model: tiny-llama" in wrong.stderr
     port = _free_port()
-    proc = subprocess.Popen([*cli, "--atlas", str(described_atlas), "--host", "0.0.0.0", "--port", str(port)],
+    proc = subprocess.Popen([*cli, "--atlas", str(described_atlas), "--host", "0.0.0.0", "--port", str(port),
+                             "--tuned-lens", str(default_lens)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     try:
         line = ""
@@ -324,7 +334,7 @@ def test_cli_serve(described_atlas: Path, tmp_path: Path) -> None:
                 time.sleep(0.2)
         assert status == 401
         ok = httpx.get(f"{url}/api/info", headers={"authorization": f"Bearer {token[1]}"})
-        assert ok.status_code == 200 and ok.json()["token_required"] is True
+        assert ok.status_code == 200 and ok.json()["token_required"] is True and ok.json()["tuned_lens"] is True
     finally:
         proc.terminate()
         proc.wait(timeout=30)

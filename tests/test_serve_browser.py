@@ -324,3 +324,36 @@ def test_tuned_lens_sampling_consistency_and_embedding_maps(browser, served: str
     assert page.locator("#embeddings table.neighbours tr").count() == 7
     page.screenshot(path=str(shots / "embeddings.png"))
     assert not errors, errors
+
+
+def test_several_steering_specs_run_together(browser, served: str) -> None:
+    page, errors = new_page(browser, served)
+    send(page, CASE, chat=False, max_new=2)
+    page.click('.tabs button[data-tab="steer"]')
+    page.select_option("#steer-recipe", "boost")               # the seeds' recipe fills the form
+    assert (page.input_value("#steer-value"), page.input_value("#steer-level"),
+            page.input_value("#steer-tokens"), page.input_value("#steer-sides")) == ("0.5", "0.00001", "prompt",
+                                                                                    "selected")
+    page.select_option("#steer-level", "0.0001")               # this small atlas has no 1e-5 tail
+    page.fill("#steer-neurons", "L1/N7+")
+    page.click("#steer-add")
+    assert page.locator("#steer-specs li").count() == 1 and page.input_value("#steer-neurons") == ""
+    page.fill("#steer-neurons", "L0/N3+, L1/N42+")
+    page.fill("#steer-value", "0")
+    page.fill("#steer-max", "3")
+    page.click("#steer-preview")
+    page.wait_for_selector("#steer-preview-list table")
+    wait_idle(page)
+    specs = page.locator("#steer-preview-list tr td:first-child").all_inner_texts()
+    assert specs == ["1", "2", "2"]
+    page.click("#steer-apply")
+    page.wait_for_selector("#steer-result .compare")
+    wait_idle(page)
+    assert "3 neurons steered, 0.007% of all" in page.locator("#steer-result").inner_text()
+    # a contradiction is one line, not a crash
+    page.fill("#steer-neurons", "L1/N7+")
+    page.fill("#steer-value", "2")
+    page.click("#steer-apply")
+    page.wait_for_function("!document.querySelector('#error').hidden")
+    assert "contradict" in page.locator("#error").inner_text()
+    assert not errors, errors

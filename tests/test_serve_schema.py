@@ -93,6 +93,9 @@ def _with(body: dict, path: tuple, value: object) -> dict:
     node: object = out
     for here, nxt in itertools.pairwise(path):
         child = node[here] if (isinstance(node, dict) and here in node) or isinstance(node, list) else None
+        if isinstance(child, dict) and isinstance(nxt, int):   # a list branch where the base has one object
+            child = [child]
+            node[here] = child                     # type: ignore[index]
         if not isinstance(child, (dict, list)):
             child = [None] if isinstance(nxt, int) else {}
             node[here] = child                     # type: ignore[index]

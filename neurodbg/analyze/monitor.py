@@ -128,7 +128,8 @@ class Monitor:
         vectors = self.view.embeddings(keys) if any(texts) else np.zeros((len(keys), 1), dtype=np.float32)
         return cluster(vectors, texts, [f.value for f in report.findings], threshold=threshold, min_size=min_size)
 
-    def steering(self, spec: SteeringSpec) -> list[Intervention]:
+    def steering(self, spec: SteeringSpec | list[SteeringSpec]) -> list[Intervention]:
+        """The interventions of one spec, or of several run together (contradictions refused)."""
         return resolve(spec, self._need_atlas("steering"), self.model)
 
     def steer(self, text: Text, interventions: list[Intervention], *, target: str | int | None = None,
@@ -142,18 +143,20 @@ class Monitor:
         """Refuse interventions that cannot apply to this model and prompt (before a long run)."""
         check_interventions(self.model, interventions, self.prompt(text, chat=chat).ids)
 
-    def preview(self, spec: SteeringSpec) -> list[dict[str, Any]]:
-        """The neurons a spec selects, with descriptions and the value each would be set to."""
+    def preview(self, spec: SteeringSpec | list[SteeringSpec]) -> list[dict[str, Any]]:
+        """The neurons each spec selects (`spec`: its number), with descriptions and the value each
+        would be clamped to."""
         view = self._need_atlas("steering")
         described = view.descriptions()
         out = []
-        for layer, neuron, polarity in select(spec, view):
-            q = float(view.quantile(spec.level, polarity)[layer, neuron])
-            d = described.get((layer, neuron, polarity))
-            out.append({"id": f"L{layer}/N{neuron}{polarity}", "layer": layer, "neuron": neuron,
-                        "polarity": polarity, "quantile": None if q != q else q,
-                        "value": None if q != q else spec.value * q,
-                        "description": d.text if d else None, "score": d.score if d else None})
+        for number, one in enumerate(spec if isinstance(spec, list) else [spec], 1):
+            for layer, neuron, polarity in select(one, view):
+                q = float(view.quantile(one.level, polarity)[layer, neuron])
+                d = described.get((layer, neuron, polarity))
+                out.append({"id": f"L{layer}/N{neuron}{polarity}", "layer": layer, "neuron": neuron,
+                            "polarity": polarity, "quantile": None if q != q else q,
+                            "value": None if q != q else one.value * q, "spec": number, "sides": one.sides,
+                            "description": d.text if d else None, "score": d.score if d else None})
         return out
 
     def search(self, query: str, k: int = 20, *, layers: Iterable[int] | None = None,

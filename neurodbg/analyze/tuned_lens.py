@@ -112,6 +112,15 @@ def load_tuned_lens(path: str | Path, model: Model | None = None) -> TunedLens:
     return lens
 
 
+def find_tuned_lens(model: Model, path: str | Path | None = None) -> TunedLens | None:
+    """The lens file at `path` (refused unless it is `model`'s), else the model's own from the
+    cache when `train-lens` made one, else None."""
+    if path is not None:
+        return load_tuned_lens(path, model)
+    own = default_path(model)
+    return load_tuned_lens(own, model) if own.is_file() else None
+
+
 def lens_for(model: Model, path: str | Path | None = None) -> TunedLens:
     """The tuned lens at `path`, or the one trained for `model` in the cache."""
     if path is None:

@@ -95,9 +95,10 @@ def _streams_and_targets(model: Model, ids: torch.Tensor) -> tuple[list[torch.Te
     return [tr[n] for n in names], target.reshape(-1, target.shape[-1])
 
 
-def _kl_sum(model: Model, lens: TunedLens, layer: int, stream: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Σ over tokens of KL(final ‖ lens at `layer`)."""
-    _, norm, unembed = lens_readout(model)
+def _kl_sum(readout: tuple[torch.nn.Module, torch.nn.Module], lens: TunedLens, layer: int, stream: torch.Tensor,
+            target: torch.Tensor) -> torch.Tensor:
+    """Σ over tokens of KL(final ‖ lens at `layer`); `readout`: the final norm and the unembedding."""
+    norm, unembed = readout
     logits = unembed(norm(lens.translate(layer, stream))).float()
     logq = torch.log_softmax(logits.reshape(-1, logits.shape[-1]), dim=-1)
     return F.kl_div(logq, target, log_target=True, reduction="sum")
@@ -121,6 +122,7 @@ def evaluate_lens(model: Model, lens: TunedLens, windows: list[list[int]], *, ba
     """Held-out KL per layer of the logit lens (identity translators) and of `lens`."""
     lens.check(model)
     identity = TunedLens.identity(model)
+    readout = lens_readout(model)[1:]
     n = model.n_layers
     logit, tuned = [0.0] * n, [0.0] * n
     tokens = 0
@@ -128,8 +130,8 @@ def evaluate_lens(model: Model, lens: TunedLens, windows: list[list[int]], *, ba
         streams, target = _streams_and_targets(model, ids)
         tokens += target.shape[0]
         for layer, h in enumerate(streams):
-            logit[layer] += float(_kl_sum(model, identity, layer, h, target))
-            tuned[layer] += float(_kl_sum(model, lens, layer, h, target))
+            logit[layer] += float(_kl_sum(readout, identity, layer, h, target))
+            tuned[layer] += float(_kl_sum(readout, lens, layer, h, target))
     return LensEvaluation(tokens, [v / tokens for v in logit], [v / tokens for v in tuned])
 
 
@@ -151,6 +153,7 @@ def train_tuned_lens(model: Model, corpus: str | os.PathLike[str] | CorpusSource
     params = [lens.weights.requires_grad_(True), lens.biases.requires_grad_(True)]
     optimizer = torch.optim.Adam(params, lr=lr)
     generator = torch.Generator().manual_seed(seed)
+    readout = lens_readout(model)[1:]
     steps, started = 0, time.perf_counter()
     with _frozen(model), RateProgress(progress, "tuned lens", len(fit) * seq_len * epochs, unit="tokens") as bar:
         for _ in range(epochs):
@@ -159,7 +162,7 @@ def train_tuned_lens(model: Model, corpus: str | os.PathLike[str] | CorpusSource
                 streams, target = _streams_and_targets(model, ids)
                 optimizer.zero_grad(set_to_none=False)
                 for layer, h in enumerate(streams[:-1]):
-                    (_kl_sum(model, lens, layer, h, target) / target.shape[0]).backward()
+                    (_kl_sum(readout, lens, layer, h, target) / target.shape[0]).backward()
                 optimizer.step()
                 steps += 1
                 bar.advance(int(ids.numel()))

@@ -95,6 +95,14 @@ def steer(
     value: Annotated[float, typer.Option(parser=finite(), help="λ × each neuron's tail quantile (0 ablates).")] = 0.0,
     level: Annotated[float, typer.Option(parser=finite(0.0, 1.0), help="The tail quantile λ is relative to.")] = 1e-4,
     tokens: Annotated[str, typer.Option(help="prompt, generated or all.")] = "all",
+    sides: Annotated[str, typer.Option(help="selected: clamp each neuron only where its activation has the "
+                                            "selected polarity (the seeds); both: on both sides.")] = "selected",
+    seeds: Annotated[str | None, typer.Option(help="The seeds' recipe for this spec: suppress (λ 0) or boost "
+                                                   "(λ 0.5) × the 1e-5 quantile, on the prompt's tokens; "
+                                                   "overrides --value, --level and --tokens.")] = None,
+    spec: Annotated[list[Path] | None, typer.Option("--spec", help="A steering spec as JSON (one object, or a "
+                                                                   "list run together); repeatable, and run with "
+                                                                   "--query/--neurons when given.")] = None,
     target: Annotated[str | None, typer.Option(help="Report this next token's log-prob change.")] = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, max=512)] = 20,
     replay: Annotated[Path | None, typer.Option(help="Replay a saved spec (interventions JSON).")] = None,
@@ -102,23 +110,30 @@ def steer(
     chat: ChatOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Set concepts' neurons to λ × their tail quantile; generate with and without."""
-    from neurodbg.analyze.steering import SteeringSpec, parse_spec
+    """Clamp concepts' neurons to λ × their tail quantile; generate with and without."""
+    from neurodbg.analyze.steering import SteeringSpec, parse_spec, seeds_spec
     from neurodbg.trace.interventions import dumps, loads
 
-    monitor = _monitor(model, atlas, json_out)
     if replay is not None:
         try:
-            interventions = loads(replay.read_text())
+            interventions_text = replay.read_text()
         except OSError as exc:
             raise InterventionError(f"cannot read {replay}: {exc.strerror}") from None
+        monitor = _monitor(model, atlas, json_out)
+        interventions = loads(interventions_text)
     else:
         if tokens not in ("prompt", "generated", "all"):
             raise NeurodbgError(f"--tokens must be prompt, generated or all (got {tokens!r})")
-        spec: SteeringSpec = parse_spec({
-            "neurons": neurons.split(",") if neurons else None, "query": query, "k": k, "polarity": polarity,
-            "min_score": min_score, "value": value, "level": level, "tokens": tokens})
-        interventions = monitor.steering(spec)
+        specs: list[SteeringSpec] = [one for path in spec or [] for one in _read_specs(path)]
+        if query or neurons:
+            fields = {"neurons": neurons.split(",") if neurons else None, "query": query, "k": k,
+                      "polarity": polarity, "min_score": min_score, "sides": sides}
+            specs.append(seeds_spec(seeds, **fields) if seeds is not None  # type: ignore[arg-type]
+                         else parse_spec({**fields, "value": value, "level": level, "tokens": tokens}))
+        if not specs:
+            raise NeurodbgError("name what to steer: --query, --neurons, --spec FILE or --replay FILE")
+        monitor = _monitor(model, atlas, json_out)
+        interventions = monitor.steering(specs)
     if save is not None:
         save.write_text(dumps(interventions) + "\n")
     result = monitor.steer(prompt, interventions, target=target, chat=chat, max_new_tokens=max_new_tokens)
@@ -126,12 +141,29 @@ def steer(
     if json_out:
         emit_json(data)
         return
-    console.print(f"steered {data['neurons']} neurons in {len(interventions)} layers", markup=False)
+    share = "" if data["share"] is None else f" ({100 * data['share']:.3f}% of all {data['total_neurons']:,})"
+    console.print(f"steered {data['neurons']} neurons{share} with {len(interventions)} interventions", markup=False)
     console.print(f"before: {json.dumps(data['baseline'], ensure_ascii=False)}", markup=False)
     console.print(f"after:  {json.dumps(data['steered'], ensure_ascii=False)}", markup=False)
     if data["delta_logprob"] is not None:
         console.print(f"log p({target!r}): {data['baseline_logprob']:.4f} -> {data['steered_logprob']:.4f} "
                       f"(Δ {data['delta_logprob']:+.4f})", markup=False)
+
+
+def _read_specs(path: Path) -> list[Any]:
+    """The steering specs in a JSON file: one object, or a list of them."""
+    from neurodbg.analyze.steering import parse_spec
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise NeurodbgError(f"cannot read {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise NeurodbgError(f"{path} is not JSON: {exc}") from None
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise NeurodbgError(f"{path} holds no steering spec")
+    return [parse_spec(item) for item in items]
 
 
 def tokens(

@@ -7,7 +7,7 @@ import secrets
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -67,7 +67,9 @@ def serve(
         from neurodbg.vision.image_atlas import open_image_atlas
 
         vision_model, image_atlas = open_image_atlas(vision_atlas, vision_model)
-    lens = _tuned_lens(monitor.model, tuned_lens)
+    from neurodbg.analyze.tuned_lens import find_tuned_lens
+
+    lens = find_tuned_lens(monitor.model, tuned_lens) if monitor.model.adapter is not None else None
     app = create_app(monitor, limits=Limits(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens),
                      token=token, loopback_only=loopback, runs=runs, vision=vision_model, vision_atlas=image_atlas,
                      tuned_lens=lens)
@@ -76,17 +78,6 @@ def serve(
     sys.stderr.write(f"neurodbg: serving {monitor.model.name} on {url}\n")   # one unwrapped line: the link
     sys.stderr.flush()
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
-
-
-def _tuned_lens(model: Any, path: Path | None) -> Any:
-    """The named lens file (refused unless it is this model's), else the model's own from the cache, else None."""
-    from neurodbg.analyze.tuned_lens import default_path, load_tuned_lens
-
-    if path is not None:
-        return load_tuned_lens(path, model)
-    if model.adapter is not None and default_path(model).is_file():
-        return load_tuned_lens(default_path(model), model)
-    return None
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -87,7 +87,9 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        first: dict[str, Any] = dict(errors[0]) if errors else {"loc": (), "msg": "invalid request"}
+        # a NaN or infinite number fails every branch of a union; name that cause, not a branch's shape
+        chosen = next((e for e in errors if e.get("type") == "finite_number"), errors[0] if errors else None)
+        first: dict[str, Any] = dict(chosen) if chosen else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         detail = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
         if first.get("type") == "json_invalid":
@@ -237,7 +239,7 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
     @app.post("/api/steer/preview")
     def post_steer_preview(body: schemas.SteerPreviewRequest) -> dict[str, Any]:
         """The neurons a steering spec selects and the values it would set; the resolved spec as JSON."""
-        at_most("k", body.spec.k, limits.max_neurons)
+        at_most("k", sum(one.k for one in schemas.spec_list(body.spec)), limits.max_neurons)
         with gate.atlas():
             neurons = monitor.preview(body.spec)
             interventions = monitor.steering(body.spec)
@@ -250,7 +252,7 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
         """Generate without and with the steering; before, after and the target's probability change."""
         at_most("max_new_tokens", body.max_new_tokens, limits.max_new_tokens)
         if body.spec is not None:
-            at_most("k", body.spec.k, limits.max_neurons)
+            at_most("k", sum(one.k for one in schemas.spec_list(body.spec)), limits.max_neurons)
         target = target_of(body.target, body.target_id)
         with gate.both():
             prompt = prompt_of(body.input)

@@ -82,13 +82,26 @@ class AnalyzeRequest(Strict):
     min_cluster: int = Field(default=3, ge=1, le=100)
 
 
+Specs = SteeringSpec | list[SteeringSpec]      # one spec, or several run together (e.g. suppress + boost)
+
+
+def spec_list(spec: Specs) -> list[SteeringSpec]:
+    return spec if isinstance(spec, list) else [spec]
+
+
 class SteerPreviewRequest(Strict):
-    spec: SteeringSpec
+    spec: Specs
+
+    @model_validator(mode="after")
+    def _some(self) -> SteerPreviewRequest:
+        if not 1 <= len(spec_list(self.spec)) <= 8:
+            raise ValueError("spec: give 1 to 8 steering specs")
+        return self
 
 
 class SteerRequest(Strict):
     input: PromptInput
-    spec: SteeringSpec | None = None
+    spec: Specs | None = None
     interventions: dict[str, Any] | list[dict[str, Any]] | None = None   # a saved spec, as the CLI writes it
     target: str | None = Field(default=None, max_length=200)
     target_id: int | None = Field(default=None, ge=0)
@@ -98,6 +111,8 @@ class SteerRequest(Strict):
     def _one_source(self) -> SteerRequest:
         if (self.spec is None) == (self.interventions is None):
             raise ValueError("give exactly one of spec or interventions")
+        if self.spec is not None and not 1 <= len(spec_list(self.spec)) <= 8:
+            raise ValueError("spec: give 1 to 8 steering specs")
         return self
 
 

@@ -4,6 +4,7 @@ from neurodbg.trace.interventions import (
     Ablate,
     Add,
     AddVector,
+    Clamp,
     Intervention,
     InterventionSpec,
     Patch,
@@ -15,5 +16,18 @@ from neurodbg.trace.interventions import (
 )
 from neurodbg.trace.tracer import Trace
 
-__all__ = ["Ablate", "Add", "AddVector", "Intervention", "InterventionSpec", "Patch", "Scale", "SetValue",
-           "Trace", "dumps", "loads", "parse_interventions"]
+__all__ = [
+    "Ablate",
+    "Add",
+    "AddVector",
+    "Clamp",
+    "Intervention",
+    "InterventionSpec",
+    "Patch",
+    "Scale",
+    "SetValue",
+    "Trace",
+    "dumps",
+    "loads",
+    "parse_interventions",
+]

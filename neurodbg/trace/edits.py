@@ -12,6 +12,7 @@ from neurodbg.trace.interventions import (
     Ablate,
     Add,
     AddVector,
+    Clamp,
     Intervention,
     Patch,
     Scale,
@@ -52,7 +53,7 @@ def _per_neuron(values: Values, iv: Intervention, width: int, like: torch.Tensor
 
 def _candidate(iv: Intervention, value: torch.Tensor, source: torch.Tensor | None) -> torch.Tensor:
     width = value.shape[-1]
-    if isinstance(iv, SetValue):
+    if isinstance(iv, (SetValue, Clamp)):
         return _per_neuron(iv.value, iv, width, value).expand_as(value)
     if isinstance(iv, Scale):
         return value * _per_neuron(iv.factor, iv, width, value)
@@ -99,6 +100,8 @@ def apply_edit(iv: Intervention, value: torch.Tensor, *, site_name: str, offset:
         if isinstance(iv, Patch):
             source = _align_source(iv, source, value, None, site_name)
     candidate = _candidate(iv, value, source).to(value.dtype)
+    if isinstance(iv, Clamp):
+        mask = mask & (value > 0 if iv.side == "positive" else value < 0)
     return torch.where(mask, candidate, value)
 
 

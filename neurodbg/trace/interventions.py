@@ -35,6 +35,17 @@ class SetValue(_Base):
     value: Values
 
 
+class Clamp(_Base):
+    """Set the named coordinates to `value` (one number, or one per neuron) only where their
+    value has the sign `side` names (> 0 for positive, < 0 for negative); the other side, and
+    zeros, keep their exact bits. Steering's default: a neuron selected for its positive tail
+    is clamped on that side only, as the seeds describe."""
+
+    op: Literal["clamp"] = "clamp"
+    value: Values
+    side: Literal["positive", "negative"]
+
+
 class Scale(_Base):
     """Multiply the named coordinates by `factor` (one number, or one per neuron)."""
 
@@ -96,7 +107,7 @@ class BanExperts(_RouterEdit):
 
 RouterEdit = ForceExperts | BanExperts
 
-Intervention = Annotated[SetValue | Scale | Add | Ablate | AddVector | Patch | ForceExperts | BanExperts,
+Intervention = Annotated[SetValue | Clamp | Scale | Add | Ablate | AddVector | Patch | ForceExperts | BanExperts,
                          Field(discriminator="op")]
 
 SPEC_VERSION: Literal[1] = 1

@@ -35,6 +35,7 @@ const state = {
   selected: null,      // clicked token index
   steerSaved: null,    // resolved spec JSON (from preview or apply), for Save
   steerLoaded: null,   // a loaded spec (interventions JSON), replayed by Apply
+  steerSpecs: [],      // specs kept with "Add to run": they run together with the form's
   generating: null,    // AbortController of the running chat stream
   attention: null,
   analysisSeq: 0,
@@ -402,16 +403,54 @@ function steerWith(ids, value) {
   showTab("steer");
 }
 
-function specFromForm() {
+function specFromForm(optional = false) {
   const query = $("#steer-query").value.trim();
   const neurons = $("#steer-neurons").value.split(/[\s,]+/).filter(Boolean);
+  if (!query && !neurons.length) {
+    if (optional) return null;
+    throw new Error("give a concept query or neuron ids");
+  }
   const spec = {
     k: Number($("#steer-k").value) || 50, value: Number($("#steer-value").value),
+    level: Number($("#steer-level").value), sides: $("#steer-sides").value,
     polarity: $("#steer-polarity").value || null, tokens: $("#steer-tokens").value,
   };
   if (query) spec.query = query; else spec.neurons = neurons;
-  if (!query && !neurons.length) throw new Error("give a concept query or neuron ids");
   return spec;
+}
+
+// the kept specs and the form's (when it names neurons): one spec, or a list run together
+function specsToRun() {
+  const specs = [...state.steerSpecs];
+  const form = specFromForm(specs.length > 0);
+  if (form) specs.push(form);
+  return specs.length === 1 ? specs[0] : specs;
+}
+
+function applyRecipe() {
+  const recipe = $("#steer-recipe").value;
+  if (!recipe) return;
+  $("#steer-value").value = recipe === "boost" ? "0.5" : "0";
+  $("#steer-level").value = "0.00001";
+  $("#steer-tokens").value = "prompt";
+  $("#steer-sides").value = "selected";
+}
+
+function addSpec() {
+  try {
+    state.steerSpecs.push(specFromForm());
+  } catch (err) { showError(err.message); return; }
+  $("#steer-query").value = ""; $("#steer-neurons").value = "";
+  renderSpecs();
+}
+
+function renderSpecs() {
+  const box = $("#steer-specs");
+  if (!state.steerSpecs.length) { box.replaceChildren(); return; }
+  box.replaceChildren(el("h4", {}, "Run together"), el("ol", {}, state.steerSpecs.map((s, i) => el("li", {},
+    `${s.query ? `query ${quoted(s.query)} (k ${s.k})` : `neurons ${s.neurons.join(", ")}`}: λ ${s.value} × the ` +
+    `${s.level} quantile, ${s.sides === "both" ? "both sides" : "selected side"}, ${s.tokens} tokens `,
+    el("button", { type: "button", onclick: () => { state.steerSpecs.splice(i, 1); renderSpecs(); } }, "remove")))));
 }
 
 function steerInput() {
@@ -434,13 +473,14 @@ function updateSteerContext() {
 
 async function previewSteering() {
   try {
-    const data = await api("/api/steer/preview", { spec: specFromForm() }, "matching neurons");
+    const data = await api("/api/steer/preview", { spec: specsToRun() }, "matching neurons");
     state.steerSaved = data.saved;
     $("#steer-save").disabled = false;
     $("#steer-preview-list").replaceChildren(el("h3", {}, `${data.neurons.length} neurons`),
-      el("table", { class: "data" }, el("tr", {}, el("th", {}, "neuron"), el("th", {}, "set to"),
+      el("table", { class: "data" }, el("tr", {}, el("th", {}, "spec"), el("th", {}, "neuron"), el("th", {}, "clamped to"),
         el("th", {}, "description"), el("th", {}, "score")),
-      data.neurons.map((n) => el("tr", {}, el("td", {}, neuronLink(n.id)), el("td", { class: "num" }, fmt(n.value)),
+      data.neurons.map((n) => el("tr", {}, el("td", { class: "num" }, n.spec), el("td", {}, neuronLink(n.id)),
+        el("td", { class: "num" }, fmt(n.value)),
         el("td", {}, n.description ?? ""), el("td", { class: "num" }, n.score === null ? "" : fmt(n.score, 2))))));
   } catch (err) { showError(err.message); }
 }
@@ -452,7 +492,7 @@ async function applySteering(event) {
     body = { ...steerInput(), max_new_tokens: Number($("#steer-max").value) || 20 };
     const target = $("#steer-target").value;
     if (target) { body.target = target; delete body.target_id; }
-    if (state.steerLoaded) body.interventions = state.steerLoaded; else body.spec = specFromForm();
+    if (state.steerLoaded) body.interventions = state.steerLoaded; else body.spec = specsToRun();
   } catch (err) { showError(err.message); return; }
   progress.show("steering: baseline", 0);
   try {
@@ -470,7 +510,8 @@ async function applySteering(event) {
 function renderSteering(r) {
   state.steerSaved = r.saved;
   $("#steer-save").disabled = false;
-  $("#steer-result").replaceChildren(...comparison(r, `After (${r.neurons} neurons steered)`));
+  const share = r.share === null ? "" : `, ${(100 * r.share).toFixed(3)}% of all`;
+  $("#steer-result").replaceChildren(...comparison(r, `After (${r.neurons} neurons steered${share})`));
 }
 
 function comparison(r, afterTitle) {
@@ -742,6 +783,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#neuron-form").addEventListener("submit", (ev) => { ev.preventDefault(); openNeuron($("#neuron-id").value.trim()); });
   $("#steer-form").addEventListener("submit", applySteering);
   $("#steer-preview").addEventListener("click", previewSteering);
+  $("#steer-add").addEventListener("click", addSpec);
+  $("#steer-recipe").addEventListener("change", applyRecipe);
   $("#steer-save").addEventListener("click", saveSteering);
   $("#steer-load").addEventListener("change", loadSteering);
   $("#route-form").addEventListener("submit", applyRouting);
