@@ -102,8 +102,9 @@ def resolve(spec: SteeringSpec | list[SteeringSpec], view: AtlasView, model: Mod
     out: list[Intervention] = []
     for number, one in enumerate(specs, 1):
         groups: dict[tuple[int, str], dict[int, float]] = {}
-        tails = {p: view.quantile(one.level, p) for p in {pol for _, _, pol in select(one, view)}}
-        for layer, neuron, polarity in select(one, view):
+        picked = select(one, view)          # once: a query embeds and searches
+        tails = {p: view.quantile(one.level, p) for p in {pol for _, _, pol in picked}}
+        for layer, neuron, polarity in picked:
             q = float(tails[polarity][layer, neuron])
             if q != q:   # NaN: no quantile for this neuron
                 raise NeurodbgError(f"L{layer}/N{neuron} has no {one.level:g} quantile in the atlas")
