@@ -15,6 +15,8 @@ import argparse
 import json
 import random
 
+import numpy as np
+
 import neurodbg
 from neurodbg.analyze.monitor import Monitor
 from neurodbg.analyze.prompt import single_token
@@ -50,6 +52,8 @@ def main() -> None:
     for c in analysis.clusters[: args.clusters]:
         ids = [findings[i].id for i in c.members]
         row = {"label": c.label, "size": len(ids), "coherence": round(c.coherence, 3),
+               "random_groups": None if c.baseline is None else round(c.baseline, 3), "spurious": c.reasons,
+               "median_score": round(float(np.median([findings[i].score or 0.0 for i in c.members])), 3),
                "attribution_to_wrong": round(c.total, 4), "example_ids": ids[:5]}
         for name, value in (("ablate", 0.0), ("boost_x2", 2.0)):
             edits = monitor.steering(SteeringSpec(neurons=ids, value=value, tokens="all", sides=args.sides))

@@ -91,3 +91,7 @@ class TunedLensError(NeurodbgError):
 
 class TunedLensMismatchError(TunedLensError):
     """A tuned lens was trained for another model (its fingerprint or shape differs)."""
+
+
+class UILanguageError(NeurodbgError, ValueError):
+    """The web app was asked for a language it has no dictionary for (`serve --lang`, `/?lang=`)."""

@@ -97,7 +97,7 @@ def test_parquet_and_the_json_document_carry_the_same_records(store: AtlasStore,
     document = io.StringIO()
     write_json(store, document, selection)
     whole = json.loads(document.getvalue())
-    assert whole["meta"]["schema_version"] == 4
+    assert whole["meta"]["schema_version"] == 5
     assert whole["neurons"] == lines
 
 

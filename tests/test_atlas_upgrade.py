@@ -63,7 +63,7 @@ def test_a_schema_2_atlas_is_upgraded_with_nothing_lost(tmp_path: Path) -> None:
     assert old_meta["schema_version"] == "2"
     store = AtlasStore.open(atlas)
     meta = store.meta()
-    assert meta["schema_version"] == SCHEMA_VERSION == 4 and meta["upgraded_from"] == 2
+    assert meta["schema_version"] == SCHEMA_VERSION == 5 and meta["upgraded_from"] == 2
     assert "corpus_fingerprint" not in meta
     assert store.get("legacy_corpus_fingerprint") == old_meta["corpus_fingerprint"]
     for key in ("model_fingerprint", "settings_fingerprint", "settings", "hist_edges", "status", "tokens"):

@@ -39,34 +39,41 @@ def test_held_out_exemplars_are_never_shown(atlas: Path) -> None:
         for polarity in "+-":
             ex = reader.build(0, neuron, polarity, by_kind)
             shown = {e.seq_index for e in ex.shown}
-            assert shown.isdisjoint(e.seq_index for e in ex.held_out)
-            assert len(ex.shown) == len(ex.held_out) == 10 and len(ex.held_out_random) == 10
+            assert shown.isdisjoint(e.seq_index for e in ex.scoring)      # held-out and random alike
+            assert {e.seq_index for e in ex.contrast}.isdisjoint(e.seq_index for e in ex.scoring)
+            assert len(ex.shown) <= 10 and len(ex.held_out) == 10 and len(ex.held_out_random) == 10
 
 
 def test_score_is_pearson_over_held_out_tokens(described: Path, default_model: neurodbg.Model) -> None:
-    """Recompute a stored score independently: simulate from the stored spec with a
-    hand-written table lookup and correlate with the stored activations via numpy."""
+    """Recompute a stored score independently: evaluate the stored additive model position by
+    position with hand-written lookups (forms, classes and position buckets worked out here from
+    the tokenizer) and correlate with the stored activations via numpy."""
+    from neurodbg.describe.token_classes import token_class
+
+    tok = default_model.tokenizer
     store = AtlasStore.open(described)
     reader = ExemplarReader(store)
+
+    def bucket(position: int) -> int:       # 1 | 2 | 3 | 4-7 | 8-15 | 16+
+        return 0 if position < 2 else 1 if position < 3 else 2 if position < 4 else 3 if position < 8 else (
+            4 if position < 16 else 5)
+
+    checked = 0
     for neuron, by_kind in list(reader.layer(1))[:40:7]:
         ex = reader.build(1, neuron, "+", by_kind)
         stored = descriptions.for_neuron(store, 1, neuron, "+")[0]
         spec = stored.spec
-        assert spec is not None
+        assert spec is not None and spec["model"] == "linear-context"
         preds, trues = [], []
         for e in ex.scoring:
             for pos in range(e.start, len(e.ids)):
-                token = int(e.ids[pos])
-                weight = spec["tokens"].get(str(token), spec["tokens"].get(token))
-                p = weight if weight is not None else None
-                if p is None:
-                    p = spec["baseline"]
-                    if spec["class"] is not None:
-                        from neurodbg.describe.token_classes import token_class
-                        if token_class(default_model.tokenizer.decode([token])) == spec["class"]:
-                            p = spec["class_weight"]
-                if spec.get("after") is not None and pos > 0 and int(e.ids[pos - 1]) == spec["after"]:
-                    p = max(p, spec["after_weight"])
+                text = tok.decode([int(e.ids[pos])])
+                p = spec["bias"] + spec["tokens"].get(str(int(e.ids[pos])), 0.0)
+                p += spec["forms"].get(text.strip().lower(), 0.0)
+                p += spec["classes"].get(token_class(text) or "other", 0.0)
+                p += spec["positions"][bucket(pos)]
+                if pos > 0:
+                    p += spec["after"].get(tok.decode([int(e.ids[pos - 1])]).strip().lower(), 0.0)
                 preds.append(p)
                 trues.append(float(e.acts[pos]))
         expected = np.corrcoef(preds, trues)[0, 1] if np.std(preds) > 0 else None
@@ -74,6 +81,29 @@ def test_score_is_pearson_over_held_out_tokens(described: Path, default_model: n
             assert stored.score is None
         else:
             assert stored.score == pytest.approx(expected, abs=1e-6)
+            checked += 1
+    assert checked >= 3
+
+
+def test_the_model_is_fitted_on_shown_and_contrast_only(described: Path, default_model: neurodbg.Model) -> None:
+    """The description of a neuron-polarity does not change when its scoring sequences change:
+    refit with every held-out and random activation replaced by noise and the spec is identical."""
+    from dataclasses import replace
+
+    store = AtlasStore.open(described)
+    reader = ExemplarReader(store)
+    explainer, _ = make("stat", background(store, default_model.tokenizer, reader))
+    rng = np.random.default_rng(0)
+    for neuron, by_kind in list(reader.layer(1))[:30:6]:
+        for polarity in "+-":
+            ex = reader.build(1, neuron, polarity, by_kind)
+            scoring = {e.seq_index for e in ex.scoring}
+            assert ex.contrast and scoring.isdisjoint(e.seq_index for e in ex.contrast + ex.shown)
+            noisy = replace(ex, held_out=[replace(e, acts=rng.standard_normal(len(e.acts)).astype(np.float32))
+                                          for e in ex.held_out],
+                            held_out_random=[replace(e, acts=rng.standard_normal(len(e.acts)).astype(np.float32))
+                                             for e in ex.held_out_random])
+            assert explainer.explain(noisy)[0].spec == explainer.explain(ex)[0].spec
 
 
 def test_pearson_and_score_helpers() -> None:
@@ -270,3 +300,61 @@ def test_local_explainer_draws_scored_candidates(described: Path, default_model:
     values = simulator.simulate(found[0], ex.scoring[:2])
     assert all(len(v) == len(e.ids) and (v >= 0).all() and (v <= 10).all() for v, e in zip(values, ex.scoring,
                                                                                              strict=False))
+
+
+def test_detection_and_fuzzing_scores_against_sklearn(described: Path, default_model: neurodbg.Model) -> None:
+    """The stored detection and fuzzing figures equal sklearn's AUROC and balanced accuracy over labels
+    and evidence built here by hand; the shuffled figures are those of the previous neuron's stored
+    description simulated on this neuron's held-out excerpts."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from neurodbg.describe.detection import STRONG
+
+    store = AtlasStore.open(described)
+    reader = ExemplarReader(store)
+    _, simulator = make("stat", background(store, default_model.tokenizer, reader))
+    stored = dict(descriptions.all_scores(store, "stat"))
+    assert len(stored) == 2 * 1536 * 2
+    rows = list(reader.layer(1))
+    checked = 0
+    for (neuron, by_kind), (previous, _) in zip(rows[5:60:9], rows[4:60:9], strict=True):
+        ex = reader.build(1, neuron, "+", by_kind)
+        mine = descriptions.for_neuron(store, 1, neuron, "+")[0]
+        scores = stored[(1, neuron, "+")]
+        preds = simulator.simulate(mine, ex.scoring)
+        peaks = np.array([e.acts[1:].max() for e in ex.scoring])
+        labels = peaks >= STRONG * peaks.max()
+        evidence = np.array([p[1:].max() for p in preds])
+        if labels.all() or not labels.any():
+            continue
+        assert scores["detection"]["auroc"] == pytest.approx(roc_auc_score(labels, evidence), abs=1e-4)
+        said = evidence > (evidence.min() + evidence.max()) / 2
+        assert scores["detection"]["balanced_accuracy"] == pytest.approx(
+            balanced_accuracy_score(labels, said), abs=1e-4)
+        assert scores["simulation"] == pytest.approx(mine.score, abs=1e-9)
+        fuzz = scores["fuzzing"]["auroc"]
+        assert fuzz is None or 0.0 <= fuzz <= 1.0
+        other = descriptions.for_neuron(store, 1, previous, "+")[0]
+        shuffled = score(simulator.simulate(other, ex.scoring), ex.scoring)
+        assert scores["shuffled"]["simulation"] == (None if shuffled is None else pytest.approx(shuffled, abs=1e-9))
+        checked += 1
+    assert checked >= 3
+    # read against the shuffled baseline, the descriptions mean something
+    sims = [s["simulation"] for s in stored.values() if s["simulation"] is not None]
+    base = [s["shuffled"]["simulation"] for s in stored.values() if s["shuffled"] and s["shuffled"]["simulation"]
+            is not None]
+    assert np.median(sims) > np.median(base) + 0.2
+    det = [s["detection"]["auroc"] for s in stored.values() if s["detection"]["auroc"] is not None]
+    det_base = [s["shuffled"]["detection"]["auroc"] for s in stored.values()
+                if s["shuffled"] and s["shuffled"]["detection"]["auroc"] is not None]
+    assert np.median(det) > np.median(det_base)
+
+
+def test_an_unknown_scoring_method_is_refused(described: Path) -> None:
+    from neurodbg.describe.runner import describe_atlas
+
+    with pytest.raises(neurodbg.NeurodbgError, match="unknown scoring method 'telepathy'"):
+        describe_atlas(described, scoring=["simulation", "telepathy"], progress=False)
+    out = _cli("describe", "--atlas", str(described), "--scoring", "detection,telepathy")
+    assert out.returncode == 2 and "unknown scoring method" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

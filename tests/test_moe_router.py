@@ -340,7 +340,7 @@ def test_the_experts_view_in_a_browser(tiny_mixtral_dir: Path) -> None:
     """The Experts tab (shown for MoE models only): the routes of the conversation's tokens as the API
     gives them, and a ban regenerates with the before/after comparison."""
     from serving import running
-    from test_serve_browser import CHROMIUM_ARGS, chromium_path, new_page, send
+    from test_serve_browser import CHROMIUM_ARGS, assert_translated, chromium_path, new_page, send
 
     from neurodbg.analyze.moe_report import token_routes
     from neurodbg.analyze.monitor import Monitor
@@ -365,6 +365,7 @@ def test_the_experts_view_in_a_browser(tiny_mixtral_dir: Path) -> None:
             page.click("#route-form button[type=submit]")
             page.wait_for_selector("#route-result .compare")
             assert "banning experts" in page.locator("#route-result").inner_text()
+            assert_translated(page)
             assert errors == []
         finally:
             browser.close()

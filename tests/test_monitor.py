@@ -159,6 +159,12 @@ def test_analyze_groups_described_neurons(default_model: neurodbg.Model, describ
     for c in analysis.clusters:
         assert len(c.members) >= 3 and -1 <= c.coherence <= 1
         assert c.label in {report.findings[i].description for i in c.members}
+    shown = monitor.analyze(QUESTION, target="9", chat=True, mode="attribution", top=3000, threshold=0.6,
+                            min_coherence=0.9)
+    assert all(c.coherence >= 0.9 for c in shown.clusters)
+    assert shown.hidden_clusters == sum(1 for c in analysis.clusters if c.coherence < 0.9)
+    with pytest.raises(neurodbg.NeurodbgError, match="between 0 and 1"):
+        monitor.analyze(QUESTION, target="9", min_coherence=2.0)
     act = monitor.analyze(QUESTION, target="9", mode="activation", top=50)
     assert act.report.findings and all(f.value > 1 for f in act.report.findings)
 
@@ -178,6 +184,62 @@ def test_clustering_recovers_planted_groups() -> None:
     assert sorted(len(c.members) for c in found) == [5, 5, 5]
     for c in found:
         assert len({texts[m].split()[1] for m in c.members}) == 1 and c.coherence > 0.9
+        assert not c.spurious and c.baseline is not None and c.baseline < 0.5
+
+
+def test_cluster_scores_and_spurious_flags() -> None:
+    """Coherence and its random baseline against a brute-force loop; a tight group of well-described
+    neurons passes, a loose group and a group of badly described neurons are flagged, each for its reason."""
+    rng = np.random.default_rng(3)
+    dim = 32
+    tight = rng.standard_normal(dim)
+    vectors = [tight + 0.1 * rng.standard_normal(dim) for _ in range(6)]          # 0-5: one concept
+    loose = rng.standard_normal(dim)
+    vectors += [loose + 1.5 * rng.standard_normal(dim) for _ in range(6)]         # 6-11: barely alike
+    vectors += [rng.standard_normal(dim) for _ in range(20)]                       # 12-31: noise
+    vectors = np.array([v / np.linalg.norm(v) for v in vectors], dtype=np.float32)
+    texts = [f"n{i}" for i in range(len(vectors))]
+    scores = [0.8] * 6 + [0.7] * 6 + [0.1] * 20
+    found = cluster(vectors, texts, threshold=0.3, min_size=3, scores=scores)
+    by_first = {min(c.members): c for c in found}
+    good = by_first[0]
+    assert good.members == list(range(6)) and not good.spurious
+    pairs = [float(vectors[i] @ vectors[j]) for i in good.members for j in good.members if i != j]
+    assert good.coherence == pytest.approx(sum(pairs) / len(pairs), abs=1e-6)
+    # the baseline: the same random groups drawn by hand
+    from neurodbg.analyze.clusters import RANDOM_DRAWS
+    draw = np.random.default_rng(len(good.members))
+    brute = []
+    for _ in range(RANDOM_DRAWS):
+        group = draw.choice(len(vectors), len(good.members), replace=False)
+        sims = [float(vectors[i] @ vectors[j]) for i in group for j in group if i != j]
+        brute.append(sum(sims) / len(sims))
+    assert good.baseline == pytest.approx(float(np.mean(brute)), abs=1e-6)
+    data = good.to_dict()
+    assert data["spurious"] is False and data["reasons"] == [] and data["baseline"] == round(good.baseline, 4)
+    assert found == [good]                                   # noise and the loose group do not cluster at 0.3
+    badly = cluster(vectors[:6], texts[:6], threshold=0.3, min_size=3, scores=[0.1] * 6)
+    assert badly[0].reasons == ["low_scores"]                # alike descriptions that do not predict the neurons
+    flagged = cluster(vectors[6:12], texts[6:12], threshold=2.0, min_size=3, scores=scores[6:12])
+    assert len(flagged) == 1 and "low_coherence" in flagged[0].reasons
+    unscored = cluster(vectors[:6], texts[:6], threshold=0.3, min_size=3, scores=[None] * 6)
+    assert unscored[0].reasons == ["low_scores"]            # a cluster of undescribed neurons means nothing
+
+
+def test_clusters_hidden_by_coherence_and_rating() -> None:
+    from neurodbg.analyze.cluster_labels import rating
+    from neurodbg.analyze.clusters import Cluster
+    from neurodbg.analyze.monitor import visible
+
+    groups = [Cluster("a", 0.9, [0, 1, 2]), Cluster("b", 0.4, [3, 4, 5]), Cluster("c", 0.8, [6, 7, 8])]
+    groups[2].extra["rating"] = 5
+    assert [c.label for c in visible(groups, min_coherence=0.5)] == ["a", "c"]
+    assert [c.label for c in visible(groups, max_rating=3)] == ["a", "b"]          # unrated clusters stay
+    assert [c.label for c in visible(groups, min_coherence=0.0)] == ["a", "b", "c"]
+    for bad in ({"min_coherence": 1.5}, {"min_coherence": -0.1}, {"max_rating": 0}, {"max_rating": 8}):
+        with pytest.raises(neurodbg.NeurodbgError, match="between"):
+            visible(groups, **bad)
+    assert rating("3") == 3 and rating("I'd say 2 out of 7.") == 2 and rating("none") is None
 
 
 def test_patching_the_last_residual_restores_everything(default_model: neurodbg.Model) -> None:
@@ -211,6 +273,9 @@ def test_cli(described_atlas: Path, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["target_token"] == "9" and len(data["neurons"]) == 30 and "clusters" in data
+    assert data["hidden_clusters"] == 0 and all("spurious" in c and "baseline" in c for c in data["clusters"])
+    out = _cli("analyze", QUESTION, "--target", "9", "--atlas", str(described_atlas), "--min-coherence", "1.5")
+    assert out.returncode == 2 and "between 0 and 1" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     spec = tmp_path / "spec.json"
     out = _cli("steer", QUESTION, "--atlas", str(described_atlas), "--query", "digits and numbers", "--k", "10",
                "--value", "0", "--target", "9", "--max-new-tokens", "4", "--save", str(spec), "--json")
@@ -273,5 +338,6 @@ def test_llm_cluster_labels_through_a_chat_backend(default_model: neurodbg.Model
     clusters = [Cluster("Fires on digits such as 1", 0.9, [0, 1, 2])]
     llm_labels(clusters, texts, LocalChat(default_model, max_new_tokens=12))
     assert isinstance(clusters[0].extra["llm_label"], str) and clusters[0].extra["llm_label"]
+    assert clusters[0].extra["rating"] is None or 1 <= clusters[0].extra["rating"] <= 7
     with pytest.raises(neurodbg.NeurodbgError, match="unknown label backend"):
         chat_backend("gpt")

@@ -22,7 +22,7 @@ import neurodbg
 from neurodbg.analyze.monitor import Monitor
 from neurodbg.analyze.prompt import prepare, prepare_messages
 from neurodbg.analyze.streaming import stream_tokens
-from neurodbg.atlas import AtlasStore, records
+from neurodbg.atlas import AtlasStore, descriptions, records
 from neurodbg.trace.interventions import loads
 
 CASE = "Q: Which number is bigger, 9.11 or 9.9?\nA: 9."
@@ -134,6 +134,9 @@ def test_neuron_page(served: str, described_atlas: Path, default_model: neurodbg
     assert len(data["histogram"]["edges"]) == len(data["histogram"]["counts"]) + 1
     assert data["promoted"][0]["id"] == int(rec.promoted[0][0])
     assert data["descriptions"]["+"]["best"]["text"] and data["descriptions"]["+"]["candidates"] is None
+    best = data["descriptions"]["+"]["best"]
+    stored = dict(descriptions.all_scores(store, best["explainer"]))[(1, 5, "+")]
+    assert best["scores"] == stored and {"simulation", "detection", "fuzzing", "shuffled"} <= set(best["scores"])
     full = httpx.get(f"{served}/api/neuron", params={"id": "L1/N5", "candidates": "true"}).json()
     assert len(full["descriptions"]["+"]["candidates"]) == full["descriptions"]["+"]["count"] >= 1
     store.close()

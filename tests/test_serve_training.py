@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from test_serve_browser import browser, new_page, shots  # noqa: F401  (fixtures shared with the browser tests)
+from test_serve_browser import assert_translated, browser, new_page, shots  # noqa: F401  (fixtures shared with the browser tests)
 
 import neurodbg
 from neurodbg.train.digits import digits_data, mlp, train
@@ -72,6 +72,7 @@ def test_the_training_view_follows_a_run_live(browser, training_url: str, runs: 
     page.select_option("#run-select", "healthy")
     page.wait_for_function("document.querySelector('#run-view').textContent.includes('No findings')")
     page.screenshot(path=str(shots / "training.png"), full_page=True)
+    assert_translated(page)
 
     # a run in progress: the view asks again every two seconds while it runs
     gate = threading.Event()

@@ -16,7 +16,7 @@ import pytest
 import torch
 from digit_pictures import first_held_out, save_digit
 from PIL import Image
-from test_serve_browser import browser, new_page, shots  # noqa: F401  (fixtures shared with the browser tests)
+from test_serve_browser import assert_translated, browser, new_page, shots  # noqa: F401  (fixtures shared with the browser tests)
 
 import neurodbg
 from neurodbg.vision.image_trace import trace_image
@@ -154,4 +154,5 @@ def test_the_vision_view(browser, vision_url: str, four: Path, shots: Path) -> N
     assert "images labelled '5'" in page.locator("#vision-channel").inner_text()
     page.wait_for_selector("#vision-channel canvas.maximized")
     page.screenshot(path=str(shots / "vision-channel.png"), full_page=True)
+    assert_translated(page)
     assert not errors, errors

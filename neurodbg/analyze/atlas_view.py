@@ -71,9 +71,10 @@ class AtlasView:
     def embeddings(self, keys: list[tuple[int, int, str]]) -> np.ndarray:
         """Unit embeddings of those neurons' descriptions; zeros where a neuron has none.
         Missing embeddings are computed (for these rows only) and stored."""
-        from neurodbg.search.atlas_search import embed_rows
+        from neurodbg.search.atlas_search import embed_rows, ensure_format
         from neurodbg.search.embedder import DIMENSIONS
 
+        ensure_format(self.store)
         found = descriptions.best_embeddings(self.store, DIMENSIONS, keys)
         missing = [(rowid, found.texts[i]) for i, rowid in enumerate(found.rowids)
                    if rowid is not None and not found.embedded[i]]

@@ -39,11 +39,24 @@ class Analysis:
     prompt: Prompt
     report: NeuronReport
     clusters: list[Cluster]
+    hidden_clusters: int = 0        # clusters left out by min_coherence / max_rating
 
     def to_dict(self) -> dict[str, Any]:
         ids = [f.id for f in self.report.findings]
         return {"tokens": self.prompt.tokens, "template": self.prompt.template, **self.report.to_dict(),
-                "clusters": [c.to_dict(ids) for c in self.clusters]}
+                "clusters": [c.to_dict(ids) for c in self.clusters], "hidden_clusters": self.hidden_clusters}
+
+
+def visible(clusters: list[Cluster], *, min_coherence: float | None = None,
+            max_rating: int | None = None) -> list[Cluster]:
+    """The clusters a reader asked to see: coherence >= `min_coherence` (0-1) and, where an LLM rated
+    them, rating <= `max_rating` (1-7; the seeds show only clusters rated <= 3)."""
+    if min_coherence is not None and not 0.0 <= min_coherence <= 1.0:
+        raise NeurodbgError(f"the minimum cluster coherence must be between 0 and 1 (got {min_coherence})")
+    if max_rating is not None and not 1 <= max_rating <= 7:
+        raise NeurodbgError(f"the maximum cluster rating must be between 1 and 7 (got {max_rating})")
+    return [c for c in clusters if (min_coherence is None or c.coherence >= min_coherence)
+            and (max_rating is None or c.extra.get("rating") is None or c.extra["rating"] <= max_rating)]
 
 
 class Monitor:
@@ -95,8 +108,11 @@ class Monitor:
     def analyze(self, text: Text, *, target: str | int | None = None, position: int | None = None, chat: bool = False,
                 mode: Mode = "attribution", top: int = 100, include_template: bool = False,
                 rank: Literal["abs", "pos", "neg"] = "abs", level: float = 1e-4, threshold: float = 0.6,
-                min_cluster: int = 3, label_with: Any = None) -> Analysis:
-        """Neurons behind `target` as the next token after `position` (default: the last), grouped."""
+                min_cluster: int = 3, label_with: Any = None, min_coherence: float | None = None,
+                max_rating: int | None = None) -> Analysis:
+        """Neurons behind `target` as the next token after `position` (default: the last), grouped.
+        `min_coherence` and `max_rating` hide clusters (see `visible`); their number is reported."""
+        visible([], min_coherence=min_coherence, max_rating=max_rating)       # bad bounds fail before any work
         prompt = self.prompt(text, chat=chat)
         pos = prompt.position(position)
         if target is None:
@@ -118,7 +134,8 @@ class Monitor:
             from neurodbg.analyze.cluster_labels import llm_labels
 
             llm_labels(groups, [f.description or "" for f in report.findings], label_with)
-        return Analysis(prompt, report, groups)
+        shown = visible(groups, min_coherence=min_coherence, max_rating=max_rating)
+        return Analysis(prompt, report, shown, len(groups) - len(shown))
 
     def clusters(self, report: NeuronReport, *, threshold: float = 0.6, min_size: int = 3) -> list[Cluster]:
         if self.view is None or not report.findings:
@@ -126,7 +143,8 @@ class Monitor:
         keys = [(f.layer, f.neuron, f.polarity) for f in report.findings]
         texts = [f.description or "" for f in report.findings]
         vectors = self.view.embeddings(keys) if any(texts) else np.zeros((len(keys), 1), dtype=np.float32)
-        return cluster(vectors, texts, [f.value for f in report.findings], threshold=threshold, min_size=min_size)
+        return cluster(vectors, texts, [f.value for f in report.findings], threshold=threshold, min_size=min_size,
+                       scores=[f.score for f in report.findings])
 
     def steering(self, spec: SteeringSpec | list[SteeringSpec]) -> list[Intervention]:
         """The interventions of one spec, or of several run together (contradictions refused)."""

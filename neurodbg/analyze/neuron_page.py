@@ -38,9 +38,11 @@ def neuron_page(store: AtlasStore, model: Model, layer: int, neuron: int, *, can
                                 "acts": [round(a, 4) for a in e.acts]}
                                for e in items[:exemplars]] for kind, items in rec.exemplars.items()}
     found = descriptions.for_neuron(store, layer, neuron)
+    scores = descriptions.scores_for(store, layer, neuron)
     out["descriptions"] = {}
     for polarity in ("+", "-"):
-        mine = [e.to_dict() for e in found if e.polarity == polarity]
+        mine = [{**e.to_dict(), "scores": scores.get((e.polarity, e.explainer, e.candidate))}
+                for e in found if e.polarity == polarity]
         out["descriptions"][polarity] = {"best": mine[0] if mine else None, "count": len(mine),
                                          "candidates": mine if candidates else None}
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -28,15 +29,40 @@ Key = tuple[int, int, str]                                        # (layer, neur
 
 def _explanation(row: Sequence) -> Explanation:
     return Explanation(layer=row[0], neuron=row[1], polarity=row[2], explainer=row[3], candidate=row[4],
-                       text=row[5], spec=json.loads(row[6]) if row[6] else None, score=row[7], simulator=row[8])
+                       text=row[5], spec=_spec(row[6]), score=row[7], simulator=row[8])
 
 
-def _best_sql(columns: str, where: str = "", then: str = "") -> str:
-    """The best candidate of every (neuron, polarity) that `where` keeps (and `then` keeps of those),
-    in (layer, neuron, polarity) order. `row_id` names the chosen row."""
-    return (f"SELECT {columns} FROM (SELECT *, rowid AS row_id, ROW_NUMBER() OVER (PARTITION BY layer, neuron, "
-            f"polarity ORDER BY {BEST_FIRST}) AS pick FROM descriptions {where}) WHERE pick = 1 {then} "
-            f"ORDER BY layer, neuron, polarity")
+def _best_rowids(store: AtlasStore, where: str = "", args: tuple = ()) -> list[int]:
+    """The rowid of the best candidate of every (neuron, polarity) that `where` keeps, in (layer, neuron,
+    polarity) order. Only keys are sorted: sorting whole rows (texts, specs, embeddings) would spill
+    large temporary files."""
+    sql = (f"SELECT row_id FROM (SELECT rowid AS row_id, layer, neuron, polarity, ROW_NUMBER() OVER (PARTITION BY "
+           f"layer, neuron, polarity ORDER BY {BEST_FIRST}) AS pick FROM descriptions {where}) WHERE pick = 1 "
+           f"ORDER BY layer, neuron, polarity")
+    return [int(r[0]) for r in store.conn.execute(sql, args)]
+
+
+ROWIDS_PER_QUERY = 500
+
+
+def _rows(store: AtlasStore, columns: str, rowids: Sequence[int]) -> Iterator[tuple]:
+    """(columns..., rowid) of those rows, in the order given."""
+    for start in range(0, len(rowids), ROWIDS_PER_QUERY):
+        part = rowids[start:start + ROWIDS_PER_QUERY]
+        found = {r[-1]: r for r in store.conn.execute(
+            f"SELECT {columns}, rowid FROM descriptions WHERE rowid IN ({','.join('?' * len(part))})", part)}
+        yield from (found[rowid] for rowid in part)
+
+
+def _spec_text(spec: dict | None) -> bytes | None:
+    """Specs are stored zlib-compressed (a statistical description's model is a few hundred numbers)."""
+    return None if spec is None else zlib.compress(json.dumps(spec, separators=(",", ":")).encode(), 6)
+
+
+def _spec(value: bytes | str | None) -> dict | None:
+    if value is None:
+        return None
+    return json.loads(zlib.decompress(value) if isinstance(value, bytes) else value)   # older atlases: JSON text
 
 
 def _keys_filter(keys: Sequence[Key]) -> tuple[str, tuple]:
@@ -51,14 +77,18 @@ def done(store: AtlasStore, explainer: str) -> set[Key]:
     return {(int(a), int(b), str(c)) for a, b, c in rows}
 
 
-def save(store: AtlasStore, explanations: Iterable[Explanation], finished: Iterable[Key], explainer: str) -> None:
-    """Write a chunk of results in one transaction (a kill loses at most this chunk)."""
-    rows = [(e.layer, e.neuron, e.polarity, e.explainer, e.candidate, e.text,
-             json.dumps(e.spec) if e.spec is not None else None, e.score, e.simulator) for e in explanations]
+def save(store: AtlasStore, explanations: Sequence[Explanation], finished: Iterable[Key], explainer: str) -> None:
+    """Write a chunk of results in one transaction (a kill loses at most this chunk); an explanation's
+    `extra["scores"]` goes to `description_scores`."""
+    rows = [(e.layer, e.neuron, e.polarity, e.explainer, e.candidate, e.text, _spec_text(e.spec), e.score,
+             e.simulator) for e in explanations]
     marks = [(layer, neuron, polarity, explainer) for layer, neuron, polarity in finished]
+    extra = [(e.layer, e.neuron, e.polarity, e.explainer, e.candidate, json.dumps(e.extra["scores"]))
+             for e in explanations if e.extra.get("scores")]
     try:
         with store.transaction() as conn:
             conn.executemany(f"INSERT OR REPLACE INTO descriptions ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            conn.executemany("INSERT OR REPLACE INTO description_scores VALUES (?,?,?,?,?,?)", extra)
             conn.executemany("INSERT OR REPLACE INTO described VALUES (?,?,?,?)", marks)
     except sqlite3.Error as exc:
         raise AtlasError(f"could not store descriptions in {store.directory} ({exc}); what was stored "
@@ -83,8 +113,26 @@ def best(store: AtlasStore, *, layers: Sequence[int] | None = None) -> Iterator[
     if layers is not None:
         where = f"WHERE layer IN ({','.join('?' * len(layers))})"
         args = tuple(int(x) for x in layers)
-    for row in store.conn.execute(_best_sql(COLUMNS, where), args):
+    for row in _rows(store, COLUMNS, _best_rowids(store, where, args)):
         yield _explanation(row)
+
+
+def all_scores(store: AtlasStore, explainer: str | None = None) -> Iterator[tuple[Key, dict]]:
+    """((layer, neuron, polarity), scores) of every described candidate that has them."""
+    sql = "SELECT layer, neuron, polarity, scores FROM description_scores"
+    args: tuple = ()
+    if explainer:
+        sql += " WHERE explainer = ?"
+        args = (explainer,)
+    for layer, neuron, polarity, scores in store.conn.execute(sql + " ORDER BY layer, neuron, polarity", args):
+        yield (int(layer), int(neuron), str(polarity)), json.loads(scores)
+
+
+def scores_for(store: AtlasStore, layer: int, neuron: int) -> dict[tuple[str, str, int], dict]:
+    """{(polarity, explainer, candidate): scores} of one neuron's described candidates."""
+    rows = store.conn.execute("SELECT polarity, explainer, candidate, scores FROM description_scores "
+                              "WHERE layer = ? AND neuron = ?", (layer, neuron))
+    return {(str(p), str(e), int(c)): json.loads(s) for p, e, c, s in rows}
 
 
 def count(store: AtlasStore) -> int:
@@ -136,14 +184,14 @@ KEYS_PER_QUERY = 2000     # three bound variables each, well under SQLite's limi
 def best_embeddings(store: AtlasStore, dimensions: int, keys: Sequence[Key] | None = None) -> Embedded:
     """The best descriptions — of every neuron-polarity, or of `keys` in that order — with their
     stored embeddings."""
-    columns = "layer, neuron, polarity, score, text, embedding, row_id"
+    columns = "layer, neuron, polarity, score, text, embedding"      # + rowid (from _rows)
     if keys is None:
-        rows = store.conn.execute(_best_sql(columns)).fetchall()
+        rows = list(_rows(store, columns, _best_rowids(store)))
     else:
         found: dict[Key, tuple] = {}
         for start in range(0, len(keys), KEYS_PER_QUERY):
             where, args = _keys_filter(keys[start:start + KEYS_PER_QUERY])
-            for r in store.conn.execute(_best_sql(columns, where), args):
+            for r in _rows(store, columns, _best_rowids(store, where, args)):
                 found[(int(r[0]), int(r[1]), str(r[2]))] = r
         rows = [found.get(key, (key[0], key[1], key[2], None, "", None, None)) for key in keys]
     vectors = np.zeros((len(rows), dimensions), dtype=np.float32)

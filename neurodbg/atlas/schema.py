@@ -1,12 +1,13 @@
 """The atlas database schema (SQLite, WAL). Bump SCHEMA_VERSION on any change."""
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Older versions are upgraded on open (see AtlasStore._upgrade): version 1 lacks the description
 # tables; versions 1 and 2 recorded a weaker corpus identity (corpus content, tokenizer vocabulary,
 # seq_len, BOS setting, dedup), kept as `legacy_corpus_fingerprint` until a scan of the same corpus
 # confirms it and records the full `corpus_settings_fingerprint` in its place. Version 4 adds
-# the `images` table of image atlases (a text atlas leaves it empty).
-READABLE_VERSIONS = (1, 2, 3, 4)
+# the `images` table of image atlases (a text atlas leaves it empty). Version 5 adds
+# `description_scores` (detection, fuzzing and shuffled-description baselines).
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 DB_NAME = "atlas.db"
 
 SCHEMA = """
@@ -58,10 +59,20 @@ CREATE TABLE IF NOT EXISTS descriptions (
     explainer  TEXT NOT NULL,       -- e.g. 'stat', 'local:default', 'openai:gpt-4o-mini'
     candidate  INTEGER NOT NULL,    -- several candidates may be drawn per explainer
     text       TEXT NOT NULL,
-    spec       TEXT,                -- JSON, machine-readable form (statistical descriptions)
+    spec       BLOB,                -- machine-readable form: zlib-compressed JSON (JSON text before schema 5)
     score      REAL,                -- Pearson r of simulated vs true activations on held-out exemplars
     simulator  TEXT,
     embedding  BLOB,                -- float32, unit norm (search index)
+    PRIMARY KEY (layer, neuron, polarity, explainer, candidate)
+);
+CREATE TABLE IF NOT EXISTS description_scores (   -- every score of a description, with its baseline
+    layer      INTEGER NOT NULL,
+    neuron     INTEGER NOT NULL,
+    polarity   TEXT NOT NULL,
+    explainer  TEXT NOT NULL,
+    candidate  INTEGER NOT NULL,
+    scores     TEXT NOT NULL,       -- JSON {"simulation": r, "detection": {"auroc", "balanced_accuracy"},
+                                    --  "fuzzing": {...}, "shuffled": {the same with another neuron's description}}
     PRIMARY KEY (layer, neuron, polarity, explainer, candidate)
 );
 CREATE TABLE IF NOT EXISTS described (   -- (neuron, polarity, explainer) done, even when nothing was found

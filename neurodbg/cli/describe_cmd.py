@@ -27,6 +27,10 @@ def describe(
     simulator_model: Annotated[str, typer.Option(help="Local model scoring LLM descriptions.")] = "default",
     embed: Annotated[bool, typer.Option(help="Embed new descriptions for search now (else at first search).")]
     = True,
+    scoring: Annotated[str, typer.Option(help="Scores besides simulation: simulation,detection,fuzzing (comma-"
+                                              "separated).")] = "simulation,detection,fuzzing",
+    baselines: Annotated[bool, typer.Option(help="Also score each neuron with another neuron's description "
+                                                 "(the shuffled baseline).")] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Explain every neuron (both polarities) in words, score each explanation by how well
@@ -42,13 +46,18 @@ def describe(
     data = describe_atlas(atlas, explainer, options=options, layers=int_list(layers, "layers"),
                           neurons=int_list(neurons, "neurons"),
                           polarities=("+", "-") if polarity == "both" else (polarity,), embed=embed,
-                          progress=not json_out)
+                          progress=not json_out, scoring=[m.strip() for m in scoring.split(",") if m.strip()],
+                          baselines=baselines)
     if json_out:
         emit_json(data)
         return
     console.print(f"described {data['described']:,} (skipped {data['skipped']:,} already done) with "
                   f"{data['explainer']} in {data['seconds']:.1f} s ({data['per_second']:.1f}/s); scores: median "
                   f"{data['median_score']}, ≥0.5: {data['share_ge_0.5']}, ≥0.8: {data['share_ge_0.8']}", markup=False)
+    for method, figures in data.get("scores", {}).items():
+        shuffled = figures.pop("shuffled") or {}
+        console.print(f"  {method}: " + ", ".join(f"{k} {v} (shuffled {shuffled.get(k)})" for k, v in figures.items()),
+                      markup=False)
 
 
 def search(

@@ -45,9 +45,13 @@ def analyze(
     rank: Annotated[str, typer.Option(help="attribution: abs, pos (raise the target) or neg.")] = "abs",
     include_template: Annotated[bool, typer.Option(help="Count chat-template tokens too.")] = False,
     threshold: Annotated[float, typer.Option(parser=finite(0.0, 2.0), help="Cluster cut: cosine distance.")] = 0.6,
-    label_with: Annotated[str | None, typer.Option(help="Also label clusters with local:MODEL or openai:MODEL.")]
-    = None,
+    label_with: Annotated[str | None, typer.Option(help="Also label and rate (1-7) clusters with local:MODEL "
+                                                        "or openai:MODEL.")] = None,
     api_base: Annotated[str | None, typer.Option(help="openai: base URL for --label-with.")] = None,
+    min_coherence: Annotated[float | None, typer.Option(parser=finite(), help="Hide clusters less coherent "
+                                                        "than this (0-1).")] = None,
+    max_rating: Annotated[int | None, typer.Option(help="With --label-with: hide clusters the LLM rated above "
+                                                   "this (1-7; the seeds show <= 3).")] = None,
     chat: ChatOpt = False,
     show: Annotated[int, typer.Option(min=0, help="Neurons printed (all go to --json).")] = 20,
     json_out: JsonOpt = False,
@@ -65,7 +69,7 @@ def analyze(
         backend = chat_backend(label_with, api_base=api_base)
     result = monitor.analyze(prompt, target=target, position=position, chat=chat, mode=mode, top=top,
                              include_template=include_template, rank=rank, threshold=threshold,
-                             label_with=backend)
+                             label_with=backend, min_coherence=min_coherence, max_rating=max_rating)
     data = result.to_dict()
     if json_out:
         emit_json(data)
@@ -73,9 +77,12 @@ def analyze(
     console.print(f"next token after position {data['position']} ({data['tokens'][data['position']]!r}): "
                   f"{data['target_token']!r}, log p = {data['logprob']:.3f}; mode {data['mode']}", markup=False)
     for c in data["clusters"]:
-        llm = f" [LLM: {c['llm_label']}]" if c.get("llm_label") else ""
-        console.print(f"cluster ({c['size']} neurons, coherence {c['coherence']:.2f}, total {c['total']:+.3f}): "
-                      f"{c['label']}{llm}", markup=False)
+        llm = f" [LLM: {c['llm_label']}, rated {c.get('rating') or '?'}]" if c.get("llm_label") else ""
+        flag = f" PROBABLY SPURIOUS ({', '.join(c['reasons'])})" if c["spurious"] else ""
+        console.print(f"cluster ({c['size']} neurons, coherence {c['coherence']:.2f} vs random "
+                      f"{c['baseline']:.2f}, total {c['total']:+.3f}): {c['label']}{llm}{flag}", markup=False)
+    if data["hidden_clusters"]:
+        console.print(f"({data['hidden_clusters']} clusters hidden by --min-coherence/--max-rating)", markup=False)
     for f in data["neurons"][:show]:
         desc = f["description"] or "(no description)"
         score = "" if f["score"] is None else f" [score {f['score']:.2f}]"

@@ -40,14 +40,18 @@ def serve(
     tuned_lens: Annotated[Path | None, typer.Option(help="A tuned lens file for the lens view's tuned switch "
                                                          "(default: the model's, when `train-lens` made one).")]
     = None,
+    lang: Annotated[str, typer.Option(help="The web app's language where a browser has not chosen one: auto (the "
+                                           "browser's language), en or zh. CLI messages stay English.")] = "auto",
 ) -> None:
     """Serve the Monitor in the browser: chat, token views, neurons, steering, lens, attention."""
     import uvicorn
 
     from neurodbg.analyze.monitor import Monitor
     from neurodbg.serve import Limits, create_app
+    from neurodbg.serve.languages import ui_language
     from neurodbg.serve.security import is_loopback
 
+    lang = ui_language(lang, auto=True)       # before anything loads: one clear line
     token = token or os.environ.get("NEURODBG_TOKEN") or None
     loopback = is_loopback(host)
     if not loopback and token is None:
@@ -72,7 +76,7 @@ def serve(
     lens = find_tuned_lens(monitor.model, tuned_lens) if monitor.model.adapter is not None else None
     app = create_app(monitor, limits=Limits(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens),
                      token=token, loopback_only=loopback, runs=runs, vision=vision_model, vision_atlas=image_atlas,
-                     tuned_lens=lens)
+                     tuned_lens=lens, lang=lang)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{listener.getsockname()[1]}/" + (f"?token={token}" if token else "")
     sys.stderr.write(f"neurodbg: serving {monitor.model.name} on {url}\n")   # one unwrapped line: the link

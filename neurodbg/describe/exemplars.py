@@ -4,7 +4,10 @@ For polarity '+' the neuron's top sequences (by max) are used as they are; for
 '-' its bottom sequences (by min) with activations negated, so in both cases
 "higher means more of what this polarity describes". Ranks alternate: even
 ranks are shown to the explainer, odd ranks are held out for scoring together
-with the random sequences. A description is never scored on what it was made from."""
+with the random sequences. The statistical explainer also sees the *other*
+polarity's shown sequences (`contrast`: where this polarity is weakest), minus
+any sequence that is also held out here. A description is never scored on what
+it was made from."""
 
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ class NeuronExemplars:
     shown: list[Excerpt] = field(default_factory=list)
     held_out: list[Excerpt] = field(default_factory=list)
     held_out_random: list[Excerpt] = field(default_factory=list)
+    contrast: list[Excerpt] = field(default_factory=list)     # the other polarity's shown, signed for this one
     promoted: list[tuple[int, float]] = field(default_factory=list)
     suppressed: list[tuple[int, float]] = field(default_factory=list)
 
@@ -96,6 +100,13 @@ class ExemplarReader:
             excerpt = self._excerpt(seq, acts, sign)
             if excerpt is not None:
                 out.held_out_random.append(excerpt)
+        scoring = {e.seq_index for e in out.scoring}
+        out.shown = [e for e in out.shown if e.seq_index not in scoring]    # a random pick may repeat a top one
+        for rank, seq, acts in by_kind.get("-" if polarity == "+" else "+", []):
+            if rank % 2 == 0 and int(seq) not in scoring:
+                excerpt = self._excerpt(seq, acts, sign)
+                if excerpt is not None:
+                    out.contrast.append(excerpt)
         if effects is not None:
             promoted, suppressed = effects
             if polarity == "-":   # a negative activation writes the opposite direction

@@ -1,11 +1,14 @@
-"""The statistical explainer: no language model, just counting.
+"""The statistical explainer: no language model, just counting and a small fit.
 
-From the shown exemplars of one polarity it finds the tokens the neuron fires
-on, weighted by how far above their corpus frequency they occur, the token class
-or text topic they share (when clearly over-represented), the token that
-usually precedes them, and what the neuron writes to the output. The result is
-a sentence plus a `spec` (token weights, class weight, baseline) that the
-statistical simulator turns back into per-token predictions."""
+From the shown exemplars of one polarity (and the other polarity's, as
+contrast) it fits the additive token-and-context model of `token_model` —
+weights for tokens, their word forms and classes, the previous token and the
+position — which is the description's machine-readable `spec`; the statistical
+simulator turns it back into per-token predictions. The sentence says what the
+model and the exemplars say: the tokens with the largest weights among those the
+neuron fires on, the token class or text topic they share (when clearly
+over-represented against the corpus), the previous token that raises it most,
+whether it responds at a text's start, and what it writes to the output."""
 
 from __future__ import annotations
 
@@ -15,13 +18,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neurodbg.describe import token_model
 from neurodbg.describe.exemplars import NeuronExemplars
 from neurodbg.describe.explanation import Explanation
 from neurodbg.describe.token_classes import TOKEN_CLASSES, excerpt_topics, token_class
 
 STRONG = 0.5          # a position is "active" at >= half the neuron's peak in the shown exemplars
-MAX_TOKENS = 24       # token weights kept in the spec
 NAMED_TOKENS = 6      # tokens quoted in the sentence
+CONTEXT_SHARE = 0.5   # a previous token or the text's start is named when its weight is this share of the top token's
 
 
 @dataclass
@@ -32,6 +36,7 @@ class Background:
     class_rates: np.ndarray          # share of corpus tokens in each class
     topic_rates: dict[str, float]    # share of corpus excerpts showing each topic
     decode: Callable[[int], str]
+    vocab: token_model.Vocabulary
 
 
 def build_background(frequencies: np.ndarray, decode: Callable[[int], str],
@@ -43,12 +48,16 @@ def build_background(frequencies: np.ndarray, decode: Callable[[int], str],
         if name is not None:
             classes[token] = names.index(name)
     rates = np.array([frequencies[classes == i].sum() for i in range(len(names))])
+    form_of: dict[str, int] = {}
+    forms = np.array([form_of.setdefault(token_model.word_form(decode(t)), len(form_of))
+                      for t in range(len(frequencies))], dtype=np.int64)
+    vocab = token_model.Vocabulary(forms, list(form_of), classes, names)
     topic_counts: dict[str, int] = {}
     for ids in excerpts:
         for topic in excerpt_topics(_words(ids, decode)):
             topic_counts[topic] = topic_counts.get(topic, 0) + 1
     n = max(len(excerpts), 1)
-    return Background(frequencies, classes, rates, {t: c / n for t, c in topic_counts.items()}, decode)
+    return Background(frequencies, classes, rates, {t: c / n for t, c in topic_counts.items()}, decode, vocab)
 
 
 def _words(ids: np.ndarray, decode: Callable[[int], str]) -> set[str]:
@@ -75,41 +84,39 @@ class StatisticalExplainer:
         peak = max((e.peak for e in ex.shown), default=0.0)
         if not ex.shown or peak <= 0:
             return (f"No clear {'positive' if ex.polarity == '+' else 'negative'} activations in the corpus.",
-                    {"tokens": {}, "class": None, "class_weight": 0.0, "baseline": 0.0})
+                    token_model.empty_spec())
+        train = list(ex.shown) + list(ex.contrast)
+        targets = np.concatenate([e.acts[e.start:] for e in ex.shown]
+                                 + [np.maximum(e.acts[e.start:], -token_model.CONTRAST_CLIP * peak)
+                                    for e in ex.contrast])
+        spec = token_model.fit(train, targets, self.bg.vocab)
+        model = token_model.tables(spec, self.bg.vocab)
+
         ids = np.concatenate([e.ids[e.start:] for e in ex.shown])
-        prev = np.concatenate([e.ids[e.start - 1:-1] if e.start else np.r_[-1, e.ids[:-1]] for e in ex.shown])
         acts = np.clip(np.concatenate([e.acts[e.start:] for e in ex.shown]) / peak, 0.0, 1.0)
         strong = acts >= STRONG
         n_strong = max(int(strong.sum()), 1)
 
-        # per token id: mean normalised activation where it occurs, and lift of its strong share
-        uniq, inverse = np.unique(ids, return_inverse=True)
-        occurrences = np.bincount(inverse)
-        mean_act = np.bincount(inverse, weights=acts) / occurrences
-        strong_count = np.bincount(inverse, weights=strong.astype(np.float64))
-        lift = (strong_count / n_strong) / self.bg.frequencies[uniq]
-        key = strong_count * mean_act * np.log2(1.0 + lift)
-        order = [i for i in np.argsort(-key) if strong_count[i] > 0][:MAX_TOKENS]
-        weights = {int(uniq[i]): round(float(mean_act[i]), 3) for i in order}
-        baseline = float(acts[~np.isin(ids, list(weights))].mean()) if (~np.isin(ids, list(weights))).any() else 0.0
+        # the tokens it fires on, by their weight in the model
+        fired = np.unique(ids[strong])
+        fired = fired[model.token[fired] > 0]
+        named = [int(t) for t in fired[np.argsort(-model.token[fired], kind="stable")]]
+        top_weight = float(model.token[named[0]]) if named else 0.0
 
         # a token class shared by most strong positions, and rare in the corpus
-        cls, cls_weight = None, baseline
+        cls = None
         classes = self.bg.classes[ids]
         if strong.any():
             shares = np.bincount(classes[strong] + 1, minlength=len(TOKEN_CLASSES) + 1)[1:] / n_strong
             best = int(np.argmax(shares))
             if shares[best] >= 0.6 and shares[best] >= 2.5 * self.bg.class_rates[best]:
                 cls = list(TOKEN_CLASSES)[best]
-                cls_weight = float(acts[classes == best].mean())
 
-        # a preceding token shared by the strong positions
-        after = None
-        if strong.sum() >= 3:
-            p_uniq, p_count = np.unique(prev[strong], return_counts=True)
-            j = int(np.argmax(p_count))
-            if p_uniq[j] >= 0 and p_count[j] / n_strong >= 0.5 and p_count[j] >= 3:
-                after = int(p_uniq[j])
+        # the previous token that raises it most, and a text's start
+        after = max(spec["after"].items(), key=lambda kv: kv[1], default=None)
+        after_text = after[0] if after and top_weight > 0 and after[1] >= CONTEXT_SHARE * top_weight else None
+        positions = np.asarray(spec["positions"])
+        at_start = top_weight > 0 and positions[:2].max() - np.median(positions) >= CONTEXT_SHARE * top_weight
 
         # a topic most of the shown excerpts share, clearly more than the corpus does
         topics: dict[str, int] = {}
@@ -123,7 +130,6 @@ class StatisticalExplainer:
             if share >= 0.6 and share >= 1.5 * self.bg.topic_rates.get(t, 0.0):
                 topic = t
 
-        named = list(weights)
         if cls:   # quote the class's own members first
             index = list(TOKEN_CLASSES).index(cls)
             named = sorted(named, key=lambda t: self.bg.classes[t] != index)
@@ -134,8 +140,10 @@ class StatisticalExplainer:
         else:
             parts.append(f"the tokens {', '.join(names)}" if names else "scattered tokens")
         sentence = " ".join(parts)
-        if after is not None:
-            sentence += f", mostly right after {quote(self.bg.decode(after))}"
+        if after_text is not None:
+            sentence += f", most after “{after_text}”" if after_text else ", most after a line break or space"
+        if at_start:
+            sentence += ", and at the start of a text"
         if topic:
             sentence += f", in {topic}"
         sentence += "."
@@ -144,8 +152,5 @@ class StatisticalExplainer:
             if ex.suppressed:
                 sentence += "; suppresses " + ", ".join(quote(self.bg.decode(t)) for t, _ in ex.suppressed[:4])
             sentence += "."
-        after_weight = float(acts[prev == after].mean()) if after is not None else 0.0
-        spec = {"tokens": weights, "class": cls, "class_weight": round(cls_weight, 3),
-                "baseline": round(baseline, 3), "after": after, "after_weight": round(after_weight, 3),
-                "topic": topic}
+        spec["topic"] = topic
         return re.sub(r"\s+", " ", sentence).strip(), spec

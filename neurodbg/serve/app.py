@@ -31,6 +31,7 @@ from neurodbg.errors import NeurodbgError, NeuronIndexError, PromptError, RunErr
 from neurodbg.model import Model
 from neurodbg.serve import schemas
 from neurodbg.serve.gate import Gate
+from neurodbg.serve.languages import AUTO, ui_language
 from neurodbg.serve.limits import Limits
 from neurodbg.serve.security import Guard
 from neurodbg.serve.streams import Cancelled, Emit, Workers, ndjson
@@ -58,14 +59,18 @@ STATIC = files("neurodbg.serve") / "static"
 
 def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | None = None,
                loopback_only: bool = True, runs: Path | None = None, vision: Model | None = None,
-               vision_atlas: AtlasStore | None = None, tuned_lens: TunedLens | None = None) -> FastAPI:
+               vision_atlas: AtlasStore | None = None, tuned_lens: TunedLens | None = None,
+               lang: str = AUTO) -> FastAPI:
     """`token`: required from every client when given (always give one when not bound to loopback).
     `loopback_only`: answer only requests whose Host is loopback (when bound to 127.0.0.1).
     `runs`: a directory of training runs for the Training view (clients name runs, never paths).
     `vision`: a vision model for the Vision view (uploaded images, never paths); `vision_atlas`: an
     image atlas of it (`vision.image_atlas.open_image_atlas`) for channel pages and search.
-    `tuned_lens`: a tuned lens of the model (checked now) for the lens view's tuned switch."""
+    `tuned_lens`: a tuned lens of the model (checked now) for the lens view's tuned switch.
+    `lang`: the page's language where the browser has no choice of its own ("en", "zh"), or "auto"
+    (the browser's language)."""
     limits = limits or Limits()
+    lang = ui_language(lang, auto=True)
     if tuned_lens is not None:
         tuned_lens.check(monitor.model)
     gate = Gate()
@@ -133,7 +138,8 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
         return {"model": model.name, "layers": layers, "moe": any(".router." in s for s in model.sites),
                 "chat_template": bool(getattr(model.tokenizer, "chat_template", None)), "atlas": atlas,
                 "limits": limits.to_dict(), "token_required": token is not None, "runs": runs is not None,
-                "vision": vision.name if vision is not None else None, "tuned_lens": tuned_lens is not None}
+                "vision": vision.name if vision is not None else None, "tuned_lens": tuned_lens is not None,
+                "lang": lang}
 
     summary = info()
     if monitor.view is not None and summary["atlas"]["descriptions"]:
@@ -206,7 +212,7 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
             analysis = monitor.analyze(prompt, target=target_of(body.target, body.target_id),
                                        position=body.position, mode=body.mode, top=body.top, rank=body.rank,
                                        include_template=body.include_template, threshold=body.threshold,
-                                       min_cluster=body.min_cluster)
+                                       min_cluster=body.min_cluster, min_coherence=body.min_coherence)
         return analysis.to_dict()
 
     @app.get("/api/neuron")
@@ -355,7 +361,9 @@ def create_app(monitor: Monitor, *, limits: Limits | None = None, token: str | N
 
     # -- the frontend -------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
+    def index(lang: str | None = None) -> FileResponse:
+        if lang is not None:
+            ui_language(lang)             # an unknown ?lang= is a 400 with one line, not a page in English
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

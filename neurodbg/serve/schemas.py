@@ -80,6 +80,7 @@ class AnalyzeRequest(Strict):
     include_template: bool = False
     threshold: float = Field(default=0.6, gt=0, le=2)
     min_cluster: int = Field(default=3, ge=1, le=100)
+    min_coherence: float | None = Field(default=None, ge=0, le=1)
 
 
 Specs = SteeringSpec | list[SteeringSpec]      # one spec, or several run together (e.g. suppress + boost)

@@ -1,6 +1,7 @@
 // neurodbg web app: a thin view over the HTTP API. Every piece of model or corpus
 // text reaches the page through textContent (never innerHTML), so tokens such as
-// <script> are shown, not run.
+// <script> are shown, not run. Every UI string comes from /static/i18n.json through t();
+// model and corpus text sits in elements marked translate="no".
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -13,16 +14,125 @@ function el(tag, attrs, ...children) {
     else if (key === "dataset") Object.assign(node.dataset, value);
     else node.setAttribute(key, value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return node;
 }
 
-const fmt = (x, digits = 3) => (x === null || x === undefined || Number.isNaN(x) ? "n/a" : Number(x).toFixed(digits));
-const pct = (p) => (p === null || p === undefined ? "n/a" : (100 * p).toFixed(1) + "%");
-const quoted = (t) => JSON.stringify(t);
+// -- languages ---------------------------------------------------------------------------------
+// The dictionary holds both languages with the same keys; a key missing in the current language
+// falls back to English and is recorded in window.__i18nMissing (the browser test reads it).
+const LANGS = ["en", "zh"];
+const LANG_KEY = "neurodbg.lang";
+const i18n = { lang: "en", dict: { en: {}, zh: {} }, views: new Map() };
+window.__i18nMissing = [];
+
+function noteMissing(what) {
+  if (!window.__i18nMissing.includes(what)) window.__i18nMissing.push(what);
+}
+
+function template(key) {
+  const own = (i18n.dict[i18n.lang] || {})[key];
+  if (typeof own === "string") return own;
+  noteMissing(`${i18n.lang}:${key}`);
+  const english = i18n.dict.en[key];
+  return typeof english === "string" ? english : key;
+}
+
+// the string of `key` in the current language, {name} placeholders filled from `vars`
+function t(key, vars) {
+  return template(key).replace(/\{(\w+)\}/g, (whole, name) => {
+    if (vars && name in vars) return String(vars[name]);
+    noteMissing(`${key}:{${name}}`);
+    return whole;
+  });
+}
+
+// the same as a list of strings and nodes: a value may be a node (model text kept as data)
+function tn(key, vars) {
+  return template(key).split(/\{(\w+)\}/).map((part, j) => {
+    if (j % 2 === 0) return part;
+    if (vars && part in vars) return vars[part];
+    noteMissing(`${key}:{${part}}`);
+    return `{${part}}`;
+  }).flat(Infinity).filter((part) => part !== "");
+}
+
+// model, corpus or server text: shown as it is, never translated
+const data = (text) => el("span", { translate: "no" }, text);
+
+const fmt = (x, digits = 3) => (x === null || x === undefined || Number.isNaN(x) ? t("common.na") : Number(x).toFixed(digits));
+const pct = (p) => (p === null || p === undefined ? t("common.na") : (100 * p).toFixed(1) + "%");
+const quoted = (text) => JSON.stringify(text);
+const dq = (text) => data(quoted(text));
+
+function queryLang() {
+  const wanted = new URLSearchParams(location.search).get("lang");
+  return LANGS.includes(wanted) ? wanted : null;
+}
+
+function storedLang() {
+  try {
+    const stored = localStorage.getItem(LANG_KEY);
+    return LANGS.includes(stored) ? stored : null;
+  } catch { return null; }
+}
+
+function browserLang() {
+  const list = navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language || "en"];
+  for (const tag of list) {
+    const lower = String(tag).toLowerCase();
+    if (lower.startsWith("zh")) return "zh";
+    if (lower.startsWith("en")) return "en";
+  }
+  return "en";
+}
+
+// ?lang= first, then the choice this browser remembers, then the server's --lang, then the browser's
+function chosenLang(serverLang) {
+  return queryLang() || storedLang() || (LANGS.includes(serverLang) ? serverLang : null) || browserLang();
+}
+
+function applyStatic() {
+  for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+  for (const node of document.querySelectorAll("[data-i18n-placeholder]")) node.placeholder = t(node.dataset.i18nPlaceholder);
+  for (const node of document.querySelectorAll("[data-i18n-title]")) node.title = t(node.dataset.i18nTitle);
+}
+
+function setLanguage(lang) {
+  i18n.lang = LANGS.includes(lang) ? lang : "en";
+  document.documentElement.lang = i18n.lang === "zh" ? "zh-CN" : "en";
+  $("#lang").value = i18n.lang;
+  applyStatic();
+  for (const render of i18n.views.values()) render();
+}
+
+// the user's choice: remembered by this browser; a ?lang= in the address gives way to it
+function chooseLanguage(lang) {
+  try { localStorage.setItem(LANG_KEY, lang); } catch { /* private mode: this page only */ }
+  const url = new URL(location.href);
+  if (url.searchParams.has("lang")) {
+    url.searchParams.delete("lang");
+    history.replaceState(history.state, "", url);
+  }
+  setLanguage(lang);
+}
+
+// a view that shows data: drawn now and again whenever the language changes
+function view(name, render) {
+  i18n.views.set(name, render);
+  render();
+}
+
+function forget(name) { i18n.views.delete(name); }
+
+async function loadDictionary() {
+  const response = await fetch("/static/i18n.json");
+  if (!response.ok) throw new Error(`/static/i18n.json: HTTP ${response.status}`);
+  i18n.dict = await response.json();
+}
 
 // -- state -------------------------------------------------------------------------------------
 const state = {
@@ -42,9 +152,19 @@ const state = {
 };
 
 // -- plumbing ----------------------------------------------------------------------------------
-function showError(message) {
+// an error the page itself words (translated); any other error's message (the server's, the
+// browser's) is shown as it is
+function uiError(key, vars) {
+  const err = new Error(t(key, vars));
+  err.ui = true;
+  return err;
+}
+
+function showError(err) {
   const box = $("#error");
-  box.textContent = message;
+  if (err instanceof Node) box.replaceChildren(err);
+  else if (typeof err === "string" || err.ui) box.textContent = typeof err === "string" ? err : err.message;
+  else box.replaceChildren(data(err.message));
   box.hidden = false;
   clearTimeout(showError.timer);
   showError.timer = setTimeout(() => { box.hidden = true; }, 8000);
@@ -66,24 +186,25 @@ const progress = {
   },
   tick() {
     const secs = ((performance.now() - this.started) / 1000).toFixed(1);
-    $("#progress .label").textContent = `${this.label} · ${secs} s`;
+    $("#progress .label").textContent = t("progress.elapsed", { label: this.label, secs });
   },
   hide() {
     clearInterval(this.timer);
     this.timer = null;
     $("#progress").hidden = true;
+    $("#progress .label").textContent = "";
   },
 };
 
 async function api(path, body, label) {
-  progress.show(label || "working", null);
+  progress.show(label || t("progress.working"), null);
   try {
     const response = await fetch(path, body === undefined ? {} : {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
-    const data = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
-    if (!response.ok) throw new Error(data.detail || `HTTP ${response.status}`);
-    return data;
+    const answer = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+    if (!response.ok) throw new Error(answer.detail || `HTTP ${response.status}`);
+    return answer;
   } finally {
     progress.hide();
   }
@@ -95,8 +216,8 @@ async function stream(path, body, onEvent, signal) {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body), signal,
   });
   if (!response.ok) {
-    const data = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
-    throw new Error(data.detail || `HTTP ${response.status}`);
+    const answer = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+    throw new Error(answer.detail || `HTTP ${response.status}`);
   }
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
@@ -128,7 +249,7 @@ function showTab(name) {
 }
 
 function neuronLink(id) {
-  return el("a", { class: "nid", onclick: () => openNeuron(id) }, id);
+  return el("a", { class: "nid", translate: "no", onclick: () => openNeuron(id) }, id);
 }
 
 // -- conversation ------------------------------------------------------------------------------
@@ -145,12 +266,18 @@ function tokenSpan(token, i) {
   if (state.start !== null && i >= state.start) classes.push("generated");
   if (i === state.selected) classes.push("selected");
   if (token.includes("\n")) classes.push("nl");
-  return el("span", { class: classes.join(" "), dataset: { i: String(i) } }, token);
+  return el("span", { class: classes.join(" "), translate: "no", dataset: { i: String(i) } }, token);
 }
 
 function conversationInput(upTo) {
   const end = upTo === undefined ? state.ids.length : upTo;
   return { ids: state.ids.slice(0, end), template: state.template.slice(0, end) };
+}
+
+function sendButton(key) {
+  const button = $("#send");
+  button.dataset.i18n = key;
+  button.textContent = t(key);
 }
 
 async function send(event) {
@@ -165,10 +292,10 @@ async function send(event) {
   const maxNew = Number($("#max-new").value) || 40;
   const controller = new AbortController();
   state.generating = controller;
-  $("#send").textContent = "Stop";
+  sendButton("chat.stop");
   const generated = [];
   let reply = null;       // the decoded reply (the next turn sends it back as the assistant's message)
-  progress.show("generating 0 tokens", 0);
+  progress.show(t("progress.generating", { n: 0 }), 0);
   try {
     const sampling = $("#sample-on").checked ? samplingSettings() : null;
     await stream("/api/chat", { input, max_new_tokens: maxNew, ...(sampling ? { sampling } : {}) }, (ev) => {
@@ -182,7 +309,7 @@ async function send(event) {
         generated.push(ev.token);
         $("#conversation").append(tokenSpan(ev.token, ev.index));
         $("#conversation").scrollTop = $("#conversation").scrollHeight;
-        progress.show(`generating ${generated.length} tokens`, generated.length / maxNew);
+        progress.show(t("progress.generating", { n: generated.length }), generated.length / maxNew);
       } else if (ev.type === "done") {
         Object.assign(state, { ids: ev.ids, template: ev.template, positions: ev.positions, start: ev.start });
         reply = ev.reply;
@@ -193,10 +320,10 @@ async function send(event) {
     if (chatMode && reply !== null) state.messages = [...input.messages, { role: "assistant", content: reply }];
     $("#chat-input").value = "";
   } catch (err) {
-    if (err.name !== "AbortError") showError(err.message);
+    if (err.name !== "AbortError") showError(err);
   } finally {
     state.generating = null;
-    $("#send").textContent = "Send";
+    sendButton("chat.send");
     progress.hide();
     updateSteerContext();
   }
@@ -211,20 +338,20 @@ function resetConversation() {
 
 function topTable(entries, highlightId) {
   return el("table", {}, entries.map((e) => el("tr", {},
-    el("td", {}, quoted(e.token)), el("td", {}, pct(e.prob)), el("td", {}, e.id === highlightId ? "◀" : ""))));
+    el("td", { translate: "no" }, quoted(e.token)), el("td", {}, pct(e.prob)), el("td", {}, e.id === highlightId ? "◀" : ""))));
 }
 
 function showTooltip(span, x, y) {
   const i = Number(span.dataset.i);
   const tip = $("#tooltip");
-  const parts = [el("div", {}, `#${i} ${quoted(state.tokens[i])} (id ${state.ids[i]})`)];
+  const parts = [el("div", {}, tn("tip.token", { i, token: dq(state.tokens[i]), id: state.ids[i] }))];
   const before = state.chosenFrom[i] || (state.positions[i - 1] && state.positions[i - 1].top);
   if (i > 0 && state.positions[i - 1] && state.positions[i - 1].actual_next_prob !== null) {
-    parts.push(el("div", { class: "head" }, `this token had p = ${pct(state.positions[i - 1].actual_next_prob)}`));
+    parts.push(el("div", { class: "head" }, t("tip.had_p", { p: pct(state.positions[i - 1].actual_next_prob) })));
   }
-  if (before) parts.push(el("div", { class: "head" }, "chosen among"), topTable(before, state.ids[i]));
-  if (state.positions[i]) parts.push(el("div", { class: "head" }, "next token"), topTable(state.positions[i].top));
-  else if (!before) parts.push(el("div", { class: "head" }, "(probabilities arrive when generation ends)"));
+  if (before) parts.push(el("div", { class: "head" }, t("tip.chosen_among")), topTable(before, state.ids[i]));
+  if (state.positions[i]) parts.push(el("div", { class: "head" }, t("tip.next_token")), topTable(state.positions[i].top));
+  else if (!before) parts.push(el("div", { class: "head" }, t("tip.later")));
   tip.replaceChildren(...parts);
   tip.hidden = false;
   tip.style.left = `${Math.min(x + 12, window.innerWidth - 330)}px`;
@@ -233,7 +360,7 @@ function showTooltip(span, x, y) {
 
 function selectToken(i) {
   if (state.generating) return;
-  if (i === 0) { showError("the first token has nothing before it to explain"); return; }
+  if (i === 0) { showError(uiError("error.first_token")); return; }
   state.selected = i;
   for (const span of document.querySelectorAll("#conversation .tok.selected")) span.classList.remove("selected");
   const span = document.querySelector(`#conversation .tok[data-i="${i}"]`);
@@ -247,58 +374,88 @@ function selectToken(i) {
 }
 
 // -- neurons behind a token --------------------------------------------------------------------
+const MODES = { attribution: "mode.attribution", activation: "mode.activation" };
+const REASONS = { low_scores: "cluster.reason.low_scores", not_above_random: "cluster.reason.not_above_random",
+                  low_coherence: "cluster.reason.low_coherence" };
+const modeName = (mode) => (MODES[mode] ? t(MODES[mode]) : mode);
+
 async function runAnalysis() {
   const i = state.selected;
   if (i === null) return;
   const mode = document.querySelector('input[name="mode"]:checked').value;
   const ticket = ++state.analysisSeq;      // only the latest request may draw (clicks can overtake)
+  const body = { input: conversationInput(i), target_id: state.ids[i], mode, top: Number($("#top").value),
+                 rank: $("#rank").value };
+  const floor = $("#min-coherence").value.trim();
+  if (floor !== "") body.min_coherence = Number(floor);
   try {
-    const data = await api("/api/analyze", {
-      input: conversationInput(i), target_id: state.ids[i], mode, top: Number($("#top").value), rank: $("#rank").value,
-    }, `finding the neurons behind ${quoted(state.tokens[i])} (${mode})`);
-    if (ticket === state.analysisSeq) renderAnalysis(data);
-  } catch (err) { if (ticket === state.analysisSeq) showError(err.message); }
+    const answer = await api("/api/analyze", body,
+                             t("progress.analyze", { token: quoted(state.tokens[i]), mode: modeName(mode) }));
+    if (ticket === state.analysisSeq) view("analysis", () => renderAnalysis(answer, body.min_coherence));
+  } catch (err) { if (ticket === state.analysisSeq) showError(err); }
 }
 
 function neuronTable(rows) {
   return el("table", { class: "data" },
-    el("tr", {}, el("th", {}, "neuron"), el("th", {}, "value"), el("th", {}, "act"), el("th", {}, "at"),
-      el("th", {}, "description"), el("th", {}, "score")),
+    el("tr", {}, el("th", {}, t("col.neuron")), el("th", {}, t("col.value")), el("th", {}, t("col.act")),
+      el("th", {}, t("col.at")), el("th", {}, t("col.description")), el("th", {}, t("col.score"))),
     rows.map((n) => el("tr", {},
       el("td", {}, neuronLink(n.id)),
       el("td", { class: `num ${n.value >= 0 ? "pos" : "neg"}` }, fmt(n.value)),
       el("td", { class: "num" }, fmt(n.activation, 2)),
-      el("td", { class: "num" }, quoted(state.tokens[n.position] ?? "")),
-      el("td", {}, n.description ?? ""),
+      el("td", { class: "num", translate: "no" }, quoted(state.tokens[n.position] ?? "")),
+      el("td", { translate: "no" }, n.description ?? ""),
       el("td", { class: "num" }, n.score === null ? "" : fmt(n.score, 2)))));
 }
 
-function renderAnalysis(data) {
-  const box = $("#analysis");
-  const p = Math.exp(data.logprob);
-  const parts = [
-    el("p", {}, `Why ${quoted(data.target_token)} after ${quoted(data.tokens[data.position])} (position ${data.position}): `,
-      el("strong", {}, `p = ${pct(p)}`), ` · log p ${fmt(data.logprob)} · ${data.mode}`),
-  ];
-  if (!data.clusters.length) {
-    parts.push(el("p", { class: "muted" }, state.info.atlas ? "No clusters (too few described neurons agree)."
-      : "Start the server with --atlas to label and cluster neurons."));
+function clusterSummary(c) {
+  const parts = [c.label ? el("strong", { translate: "no" }, c.label) : el("strong", {}, t("cluster.unlabelled")),
+    tn("cluster.size", { size: c.size, total: el("span", { class: c.total >= 0 ? "pos" : "neg" }, fmt(c.total)) })];
+  if (c.coherence !== undefined && c.coherence !== null) {
+    parts.push(c.baseline !== undefined && c.baseline !== null
+      ? t("cluster.coherence_random", { coherence: fmt(c.coherence, 2), random: fmt(c.baseline, 2) })
+      : t("cluster.coherence", { coherence: fmt(c.coherence, 2) }));
   }
-  for (const c of data.clusters) {
-    const members = c.members.map((m) => data.neurons[m]);
+  if (c.rating !== undefined && c.rating !== null) {
+    parts.push(" · ", el("span", { class: "rating", title: t("cluster.rating_title") }, t("cluster.rating", { rating: c.rating })));
+  }
+  if (c.spurious) {
+    const reasons = (c.reasons || []).map((r) => (REASONS[r] ? t(REASONS[r]) : r));
+    parts.push(" ", el("span", { class: "badge spurious", title: reasons.join(t("common.list_sep")) }, t("cluster.spurious")));
+  }
+  return parts;
+}
+
+function renderAnalysis(answer, floor) {
+  const box = $("#analysis");
+  const p = Math.exp(answer.logprob);
+  const parts = [
+    el("p", {}, tn("analysis.why", { target: dq(answer.target_token), token: dq(answer.tokens[answer.position]),
+                                     position: answer.position }),
+      el("strong", {}, `p = ${pct(p)}`), ` · log p ${fmt(answer.logprob)} · ${modeName(answer.mode)}`),
+  ];
+  if (!answer.clusters.length) {
+    parts.push(el("p", { class: "muted" }, state.info.atlas ? t("analysis.no_clusters") : t("analysis.no_atlas")));
+  }
+  for (const c of answer.clusters) {
+    const members = c.members.map((m) => answer.neurons[m]);
     parts.push(el("details", { class: "cluster" },
-      el("summary", {}, el("strong", {}, c.label || "(unlabelled)"),
-        ` · ${c.size} neurons · total `, el("span", { class: c.total >= 0 ? "pos" : "neg" }, fmt(c.total)),
-        ` · coherence ${fmt(c.coherence, 2)}`),
+      el("summary", {}, clusterSummary(c)),
       el("div", { class: "actions" },
-        el("button", { type: "button", onclick: () => steerWith(c.ids, 0) }, "Steer: ablate (λ = 0)"),
-        el("button", { type: "button", onclick: () => steerWith(c.ids, 2) }, "Steer: boost (λ = 2)")),
+        el("button", { type: "button", onclick: () => steerWith(c.ids, 0) }, t("cluster.ablate")),
+        el("button", { type: "button", onclick: () => steerWith(c.ids, 2) }, t("cluster.boost"))),
       neuronTable(members)));
   }
-  parts.push(el("details", { class: "cluster" }, el("summary", {}, `All ${data.neurons.length} neurons`),
+  if (answer.hidden_clusters) {
+    const threshold = answer.min_coherence ?? floor;
+    parts.push(el("p", { class: "muted hidden-clusters" }, threshold === undefined || threshold === null
+      ? t("analysis.hidden_clusters_any", { n: answer.hidden_clusters })
+      : t("analysis.hidden_clusters", { n: answer.hidden_clusters, threshold })));
+  }
+  parts.push(el("details", { class: "cluster" }, el("summary", {}, t("analysis.all", { n: answer.neurons.length })),
     el("div", { class: "actions" },
-      el("button", { type: "button", onclick: () => steerWith(data.neurons.map((n) => n.id), 0) }, "Steer: ablate all")),
-    neuronTable(data.neurons)));
+      el("button", { type: "button", onclick: () => steerWith(answer.neurons.map((n) => n.id), 0) }, t("cluster.ablate_all"))),
+    neuronTable(answer.neurons)));
   box.replaceChildren(...parts);
 }
 
@@ -307,10 +464,10 @@ async function openNeuron(id, candidates = false) {
   showTab("neuron");
   $("#neuron-id").value = id;
   try {
-    const data = await api(`/api/neuron?id=${encodeURIComponent(id)}&candidates=${candidates}`, undefined,
-                           `loading ${id}`);
-    renderNeuron(data, candidates);
-  } catch (err) { showError(err.message); }
+    const page = await api(`/api/neuron?id=${encodeURIComponent(id)}&candidates=${candidates}`, undefined,
+                           t("progress.loading", { what: id }));
+    view("neuron", () => renderNeuron(page));
+  } catch (err) { showError(err); }
 }
 
 function actColor(a, top, bottom) {
@@ -320,9 +477,9 @@ function actColor(a, top, bottom) {
 }
 
 function exemplarRow(ex, top, bottom) {
-  return el("div", { class: "exemplar" }, el("span", { class: "val" }, fmt(ex.value)),
-    ex.tokens.map((t, j) => {
-      const span = el("span", { title: `${quoted(t)}: ${fmt(ex.acts[j])}` }, t);
+  return el("div", { class: "exemplar", translate: "no" }, el("span", { class: "val" }, fmt(ex.value)),
+    ex.tokens.map((tok, j) => {
+      const span = el("span", { title: `${quoted(tok)}: ${fmt(ex.acts[j])}` }, tok);
       span.style.background = actColor(ex.acts[j], top, bottom);
       return span;
     }));
@@ -332,7 +489,7 @@ function histogram(hist) {
   const canvas = el("canvas", { class: "hist", width: "520", height: "110" });
   const ctx = canvas.getContext("2d");
   const counts = hist.counts;
-  if (!counts.length) return el("p", { class: "muted" }, "no histogram");
+  if (!counts.length) return el("p", { class: "muted" }, t("neuron.no_histogram"));
   const peak = Math.log1p(Math.max(...counts));
   const w = canvas.width / counts.length;
   ctx.fillStyle = "#36c";
@@ -347,22 +504,38 @@ function histogram(hist) {
   ctx.fillText(label, canvas.width - ctx.measureText(label).width, 108);
   const zero = hist.edges.findIndex((e) => e >= 0);
   if (zero > 0) { ctx.fillText("0", zero * w, 108); }
-  return el("div", {}, canvas, el("div", { class: "muted" }, "activation histogram (asinh-spaced bins, log counts)"));
+  return el("div", {}, canvas, el("div", { class: "muted" }, t("neuron.histogram")));
+}
+
+function scoreNote(score, explainer) {
+  return el("span", { class: "score" }, tn("neuron.score", { score: score === null ? t("common.na") : fmt(score, 2),
+                                                            explainer: data(explainer) }));
+}
+
+// detection and fuzzing AUROC, each beside what another neuron's description gets (the shuffled baseline)
+function otherScores(scores) {
+  if (!scores || (!scores.detection && !scores.fuzzing)) return null;
+  const shuffled = scores.shuffled || {};
+  const figure = (value) => (value === null || value === undefined ? t("common.na") : fmt(value, 2));
+  const vars = (method) => ({ auroc: figure(scores[method].auroc),
+    shuffled: figure(shuffled[method] ? shuffled[method].auroc : null) });
+  const items = [scores.detection ? t("neuron.detection", vars("detection")) : null,
+    scores.fuzzing ? t("neuron.fuzzing", vars("fuzzing")) : null];
+  return el("p", { class: "muted scores" }, items.filter(Boolean).join(" · "));
 }
 
 function descriptionBlock(polarity, d, id) {
-  const title = polarity === "+" ? "What drives it up" : "What drives it down";
-  const parts = [el("h3", {}, title)];
-  if (!d.best) parts.push(el("p", { class: "muted" }, "not described"));
+  const parts = [el("h3", {}, t(polarity === "+" ? "neuron.drives_up" : "neuron.drives_down"))];
+  if (!d.best) parts.push(el("p", { class: "muted" }, t("neuron.not_described")));
   else {
-    parts.push(el("p", { class: "desc" }, d.best.text, " ",
-      el("span", { class: "score" }, `(score ${d.best.score === null ? "n/a" : fmt(d.best.score, 2)}, ${d.best.explainer})`)));
+    parts.push(el("p", { class: "desc" }, data(d.best.text), " ", scoreNote(d.best.score, d.best.explainer)));
+    const more = otherScores(d.best.scores);
+    if (more) parts.push(more);
     if (d.candidates) {
-      parts.push(el("ol", {}, d.candidates.map((c) => el("li", {}, c.text, " ",
-        el("span", { class: "score" }, `(score ${c.score === null ? "n/a" : fmt(c.score, 2)}, ${c.explainer})`)))));
+      parts.push(el("ol", {}, d.candidates.map((c) => el("li", {}, data(c.text), " ", scoreNote(c.score, c.explainer)))));
     } else if (d.count > 0) {
       parts.push(el("button", { type: "button", onclick: () => openNeuron(id, true) },
-        `all scored candidates (${d.count})`));
+        t("neuron.candidates", { n: d.count })));
     }
   }
   return parts;
@@ -373,28 +546,32 @@ function renderNeuron(d) {
   const bottom = d.min_value ?? 0;
   const section = (kind, title) => {
     const rows = (d.exemplars[kind] || []).slice(0, 10);
-    return [el("h3", {}, title), ...(rows.length ? rows.map((ex) => exemplarRow(ex, top, bottom))
-      : [el("p", { class: "muted" }, "none")])];
+    return [el("h3", {}, t(title)), ...(rows.length ? rows.map((ex) => exemplarRow(ex, top, bottom))
+      : [el("p", { class: "muted" }, t("common.none"))])];
   };
-  const chips = (list) => list.map((t) => el("span", { class: "chip", title: fmt(t.value) }, t.token));
+  const chips = (list) => list.map((x) => el("span", { class: "chip", title: fmt(x.value) }, x.token));
+  const quantiles = Object.entries(d.quantiles).map(([k, v]) => `${k}: ${v === null ? t("common.na") : fmt(v)}`).join(", ");
   $("#neuron-page").replaceChildren(
-    el("h3", {}, `${d.id} · ${d.site}`),
-    el("p", {}, `over ${d.n_tokens.toLocaleString()} tokens: mean ${fmt(d.mean, 4)}, std ${fmt(d.std, 4)}, `
-      + `active ${pct(d.frac_active)}, max ${fmt(d.max_value)}, min ${fmt(d.min_value)}`),
-    el("p", { class: "muted" }, "tail quantiles: " + Object.entries(d.quantiles)
-      .map(([k, v]) => `${k}: ${v === null ? "n/a" : fmt(v)}`).join(", ")),
+    el("h3", { translate: "no" }, `${d.id} · ${d.site}`),
+    el("p", {}, t("neuron.stats", { n: d.n_tokens.toLocaleString(), mean: fmt(d.mean, 4), std: fmt(d.std, 4),
+                                    active: pct(d.frac_active), max: fmt(d.max_value), min: fmt(d.min_value) })),
+    el("p", { class: "muted" }, t("neuron.quantiles", { list: quantiles })),
     ...descriptionBlock("+", d.descriptions["+"], d.id),
     ...descriptionBlock("-", d.descriptions["-"], d.id),
     histogram(d.histogram),
-    el("h3", {}, "Promotes"), el("div", {}, chips(d.promoted)),
-    el("h3", {}, "Suppresses"), el("div", {}, chips(d.suppressed)),
-    ...section("+", "Top exemplars (max activation)"),
-    ...section("-", "Bottom exemplars (min activation)"),
-    ...section("r", "Random sequences"),
+    el("h3", {}, t("neuron.promotes")), el("div", { translate: "no" }, chips(d.promoted)),
+    el("h3", {}, t("neuron.suppresses")), el("div", { translate: "no" }, chips(d.suppressed)),
+    ...section("+", "neuron.top_exemplars"),
+    ...section("-", "neuron.bottom_exemplars"),
+    ...section("r", "neuron.random"),
   );
 }
 
 // -- steering ----------------------------------------------------------------------------------
+const TOKENS = { all: "tokens.all", prompt: "tokens.prompt", generated: "tokens.generated" };
+const STAGES = { baseline: "stage.baseline", steered: "stage.steered" };
+const stageName = (stage) => (STAGES[stage] ? t(STAGES[stage]) : stage);
+
 function steerWith(ids, value) {
   $("#steer-neurons").value = ids.join(", ");
   $("#steer-query").value = "";
@@ -408,7 +585,7 @@ function specFromForm(optional = false) {
   const neurons = $("#steer-neurons").value.split(/[\s,]+/).filter(Boolean);
   if (!query && !neurons.length) {
     if (optional) return null;
-    throw new Error("give a concept query or neuron ids");
+    throw uiError("error.no_spec");
   }
   const spec = {
     k: Number($("#steer-k").value) || 50, value: Number($("#steer-value").value),
@@ -439,7 +616,7 @@ function applyRecipe() {
 function addSpec() {
   try {
     state.steerSpecs.push(specFromForm());
-  } catch (err) { showError(err.message); return; }
+  } catch (err) { showError(err); return; }
   $("#steer-query").value = ""; $("#steer-neurons").value = "";
   renderSpecs();
 }
@@ -447,42 +624,50 @@ function addSpec() {
 function renderSpecs() {
   const box = $("#steer-specs");
   if (!state.steerSpecs.length) { box.replaceChildren(); return; }
-  box.replaceChildren(el("h4", {}, "Run together"), el("ol", {}, state.steerSpecs.map((s, i) => el("li", {},
-    `${s.query ? `query ${quoted(s.query)} (k ${s.k})` : `neurons ${s.neurons.join(", ")}`}: λ ${s.value} × the ` +
-    `${s.level} quantile, ${s.sides === "both" ? "both sides" : "selected side"}, ${s.tokens} tokens `,
-    el("button", { type: "button", onclick: () => { state.steerSpecs.splice(i, 1); renderSpecs(); } }, "remove")))));
+  box.replaceChildren(el("h4", {}, t("steer.together")), el("ol", {}, state.steerSpecs.map((s, i) => el("li", {},
+    tn("steer.spec", {
+      what: s.query ? tn("steer.spec_query", { query: dq(s.query), k: s.k })
+        : tn("steer.spec_neurons", { neurons: data(s.neurons.join(", ")) }),
+      value: s.value, level: s.level, sides: t(s.sides === "both" ? "steer.both_sides" : "steer.selected_side"),
+      tokens: TOKENS[s.tokens] ? t(TOKENS[s.tokens]) : s.tokens,
+    }), " ",
+    el("button", { type: "button", onclick: () => { state.steerSpecs.splice(i, 1); renderSpecs(); } }, t("steer.remove"))))));
 }
 
 function steerInput() {
   if (state.selected !== null) {
     return { input: conversationInput(state.selected), target_id: state.ids[state.selected] };
   }
-  if (!state.ids.length) throw new Error("chat first: steering regenerates from the conversation");
+  if (!state.ids.length) throw uiError("error.chat_first");
   return { input: conversationInput() };
 }
 
 function updateSteerContext() {
   const box = $("#steer-context");
-  if (!state.ids.length) { box.textContent = "Chat first: steering regenerates from the conversation."; return; }
+  if (!state.ids.length) { box.textContent = t("steer.context_empty"); return; }
   const end = state.selected ?? state.ids.length;
-  const tail = state.tokens.slice(Math.max(0, end - 12), end).join("");
-  box.textContent = state.selected !== null
-    ? `Regenerates after …${quoted(tail)}; target ${quoted(state.tokens[state.selected])} (the clicked token).`
-    : `Regenerates after the whole conversation (…${quoted(tail)}). Click a token to steer from there.`;
+  const tail = dq(state.tokens.slice(Math.max(0, end - 12), end).join(""));
+  box.replaceChildren(...(state.selected !== null
+    ? tn("steer.context_token", { tail, target: dq(state.tokens[state.selected]) })
+    : tn("steer.context_all", { tail })));
+}
+
+function renderPreview(answer) {
+  $("#steer-preview-list").replaceChildren(el("h3", {}, t("steer.n_neurons", { n: answer.neurons.length })),
+    el("table", { class: "data" }, el("tr", {}, el("th", {}, t("col.spec")), el("th", {}, t("col.neuron")),
+      el("th", {}, t("col.clamped_to")), el("th", {}, t("col.description")), el("th", {}, t("col.score"))),
+    answer.neurons.map((n) => el("tr", {}, el("td", { class: "num" }, n.spec), el("td", {}, neuronLink(n.id)),
+      el("td", { class: "num" }, fmt(n.value)),
+      el("td", { translate: "no" }, n.description ?? ""), el("td", { class: "num" }, n.score === null ? "" : fmt(n.score, 2))))));
 }
 
 async function previewSteering() {
   try {
-    const data = await api("/api/steer/preview", { spec: specsToRun() }, "matching neurons");
-    state.steerSaved = data.saved;
+    const answer = await api("/api/steer/preview", { spec: specsToRun() }, t("progress.matching"));
+    state.steerSaved = answer.saved;
     $("#steer-save").disabled = false;
-    $("#steer-preview-list").replaceChildren(el("h3", {}, `${data.neurons.length} neurons`),
-      el("table", { class: "data" }, el("tr", {}, el("th", {}, "spec"), el("th", {}, "neuron"), el("th", {}, "clamped to"),
-        el("th", {}, "description"), el("th", {}, "score")),
-      data.neurons.map((n) => el("tr", {}, el("td", { class: "num" }, n.spec), el("td", {}, neuronLink(n.id)),
-        el("td", { class: "num" }, fmt(n.value)),
-        el("td", {}, n.description ?? ""), el("td", { class: "num" }, n.score === null ? "" : fmt(n.score, 2))))));
-  } catch (err) { showError(err.message); }
+    view("steer-preview", () => renderPreview(answer));
+  } catch (err) { showError(err); }
 }
 
 async function applySteering(event) {
@@ -493,38 +678,42 @@ async function applySteering(event) {
     const target = $("#steer-target").value;
     if (target) { body.target = target; delete body.target_id; }
     if (state.steerLoaded) body.interventions = state.steerLoaded; else body.spec = specsToRun();
-  } catch (err) { showError(err.message); return; }
-  progress.show("steering: baseline", 0);
+  } catch (err) { showError(err); return; }
+  progress.show(t("progress.steering", { stage: stageName("baseline"), done: 0, total: body.max_new_tokens }), 0);
   try {
     let result = null;
     await stream("/api/steer", body, (ev) => {
       if (ev.type === "progress") {
         const half = ev.stage === "baseline" ? 0 : 0.5;
-        progress.show(`steering: ${ev.stage} ${ev.done}/${ev.total} tokens`, half + 0.5 * ev.done / ev.total);
+        progress.show(t("progress.steering", { stage: stageName(ev.stage), done: ev.done, total: ev.total }),
+                      half + 0.5 * ev.done / ev.total);
       } else if (ev.type === "result") result = ev;
     });
-    if (result) renderSteering(result);
-  } catch (err) { showError(err.message); } finally { progress.hide(); }
+    if (result) {
+      state.steerSaved = result.saved;
+      $("#steer-save").disabled = false;
+      view("steer-result", () => renderSteering(result));
+    }
+  } catch (err) { showError(err); } finally { progress.hide(); }
 }
 
 function renderSteering(r) {
-  state.steerSaved = r.saved;
-  $("#steer-save").disabled = false;
-  const share = r.share === null ? "" : `, ${(100 * r.share).toFixed(3)}% of all`;
-  $("#steer-result").replaceChildren(...comparison(r, `After (${r.neurons} neurons steered${share})`));
+  const share = r.share === null ? "" : t("steer.share", { share: (100 * r.share).toFixed(3) });
+  $("#steer-result").replaceChildren(...comparison(r, t("steer.after", { n: r.neurons, share })));
 }
 
 function comparison(r, afterTitle) {
   const parts = [el("div", { class: "compare" },
-    el("div", {}, el("h4", {}, "Before"), r.baseline),
-    el("div", {}, el("h4", {}, afterTitle), r.steered))];
+    el("div", {}, el("h4", {}, t("compare.before")), data(r.baseline)),
+    el("div", {}, el("h4", {}, afterTitle), data(r.steered)))];
   if (r.delta_logprob !== null) {
     const before = Math.exp(r.baseline_logprob);
     const after = Math.exp(r.steered_logprob);
     const token = r.target !== null && state.selected !== null && state.ids[state.selected] === r.target
-      ? quoted(state.tokens[state.selected]) : `token ${r.target}`;
-    parts.push(el("p", { class: "delta" }, `p(${token}): ${pct(before)} → ${pct(after)} `,
-      el("strong", { class: r.delta_logprob >= 0 ? "pos" : "neg" }, `Δ ${(100 * (after - before)).toFixed(1)} points`),
+      ? dq(state.tokens[state.selected]) : t("compare.token_id", { id: r.target });
+    parts.push(el("p", { class: "delta" }, "p(", token, `): ${pct(before)} → ${pct(after)} `,
+      el("strong", { class: r.delta_logprob >= 0 ? "pos" : "neg" },
+        t("compare.points", { delta: (100 * (after - before)).toFixed(1) })),
       ` · Δ log p ${r.delta_logprob >= 0 ? "+" : ""}${fmt(r.delta_logprob)}`));
   }
   return parts;
@@ -545,19 +734,24 @@ async function loadSteering(event) {
   event.target.value = "";
   if (!file) return;
   try {
-    const data = JSON.parse(await file.text());
-    const list = Array.isArray(data) ? data : data.interventions;
-    if (!Array.isArray(list)) throw new Error("not a steering spec: expected {\"interventions\": [...]}");
-    state.steerLoaded = data;
-    state.steerSaved = JSON.stringify(data, null, 2);
+    const loaded = JSON.parse(await file.text());
+    const list = Array.isArray(loaded) ? loaded : loaded.interventions;
+    if (!Array.isArray(list)) throw uiError("error.not_a_spec");
+    state.steerLoaded = loaded;
+    state.steerSaved = JSON.stringify(loaded, null, 2);
     $("#steer-save").disabled = false;
-    $("#steer-loaded").replaceChildren(`Loaded ${file.name}: ${list.length} interventions; Apply replays it. `,
-      el("button", { type: "button", onclick: clearLoaded }, "clear"));
-  } catch (err) { showError(`cannot load ${file.name}: ${err.message}`); }
+    view("steer-loaded", () => $("#steer-loaded").replaceChildren(
+      ...tn("steer.loaded", { file: data(file.name), n: list.length }), " ",
+      el("button", { type: "button", onclick: clearLoaded }, t("steer.clear"))));
+  } catch (err) {
+    const reason = err.ui ? err.message : data(err.message);
+    showError(el("span", {}, tn("error.cannot_load", { file: data(file.name), reason })));
+  }
 }
 
 function clearLoaded() {
   state.steerLoaded = null;
+  forget("steer-loaded");
   $("#steer-loaded").replaceChildren();
 }
 
@@ -567,55 +761,55 @@ async function runLens() {
   const body = i !== null ? { input: conversationInput(i), target_id: state.ids[i] } : { input: conversationInput() };
   body.tuned = $("#lens-tuned").checked;
   try {
-    const data = await api("/api/lens", body, `${lensKind(body.tuned)} lens`);
-    $("#lens-kind").textContent = data.lens === "tuned" ? "tuned lens: each layer through its trained translator"
-      : "logit lens: each layer straight through the final norm and unembedding";
-    renderLens(data, i);
-  } catch (err) { showError(err.message); }
+    const answer = await api("/api/lens", body, t(body.tuned ? "lens.tuned" : "lens.logit"));
+    view("lens", () => {
+      $("#lens-kind").textContent = t(answer.lens === "tuned" ? "lens.tuned_kind" : "lens.logit_kind");
+      renderLens(answer, i);
+    });
+  } catch (err) { showError(err); }
 }
 
-function renderLens(data, selected) {
-  const g = data.grid;
+function renderLens(answer, selected) {
+  const g = answer.grid;
   const show = 40;
   const from = Math.max(0, g.tokens.length - show);
   const rows = [];
   for (let layer = g.top_tokens.length - 1; layer >= 0; layer--) {
-    rows.push(el("tr", {}, el("th", {}, `L${layer}`), g.top_tokens[layer].slice(from).map((t, j) => {
+    rows.push(el("tr", {}, el("th", {}, `L${layer}`), g.top_tokens[layer].slice(from).map((tok, j) => {
       const p = g.top_probs[layer][from + j];
-      const cell = el("td", { title: `layer ${layer}, after ${quoted(g.tokens[from + j])}: ${quoted(t)} ${pct(p)}` }, t);
+      const cell = el("td", { title: t("lens.cell", { layer, after: quoted(g.tokens[from + j]), top: quoted(tok), p: pct(p) }) }, tok);
       cell.style.background = `rgba(51, 102, 204, ${Math.min(1, p).toFixed(3)})`;
       if (p > 0.6) cell.style.color = "#fff";
       return cell;
     })));
   }
-  const header = el("tr", {}, el("th", {}, ""), g.tokens.slice(from).map((t) => el("th", {}, t)));
+  const header = el("tr", {}, el("th", {}, ""), g.tokens.slice(from).map((tok) => el("th", {}, tok)));
   const target = selected !== null ? quoted(state.tokens[selected]) : null;
-  const table = el("table", { class: "data" }, el("tr", {}, el("th", {}, "layer"), el("th", {}, "top tokens"),
-    target ? el("th", {}, `${target}: rank, p`) : null),
-    data.layers.slice().reverse().map((l) => el("tr", {}, el("td", {}, `L${l.layer}`),
-      el("td", {}, l.top.map((e) => `${quoted(e.token)} ${pct(e.prob)}`).join("  ")),
+  const table = el("table", { class: "data" }, el("tr", {}, el("th", {}, t("col.layer")), el("th", {}, t("col.top_tokens")),
+    target ? el("th", {}, tn("lens.target_rank", { target: data(target) })) : null),
+    answer.layers.slice().reverse().map((l) => el("tr", {}, el("td", {}, `L${l.layer}`),
+      el("td", { translate: "no" }, l.top.map((e) => `${quoted(e.token)} ${pct(e.prob)}`).join("  ")),
       target ? el("td", { class: "num" }, `${l.target_rank} · ${pct(l.target_prob)}`) : null)));
   $("#lens").replaceChildren(
-    el("h3", {}, `Top token per layer and position${from ? ` (last ${show} positions)` : ""}`),
-    el("div", { class: "lens-wrap" }, el("table", { class: "lens" }, header, rows)),
-    el("h3", {}, `Each layer's guess after ${quoted(g.tokens[data.position])} (position ${data.position})`), table);
+    el("h3", {}, t("lens.grid_title", { last: from ? t("lens.last_positions", { n: show }) : "" })),
+    el("div", { class: "lens-wrap" }, el("table", { class: "lens", translate: "no" }, header, rows)),
+    el("h3", {}, tn("lens.guess_title", { token: dq(g.tokens[answer.position]), position: answer.position })), table);
 }
-
-function lensKind(tuned) { return tuned ? "tuned" : "logit"; }
 
 // -- attention ---------------------------------------------------------------------------------
 async function runAttention() {
   const layer = Number($("#att-layer").value || 0);
   const end = state.selected !== null ? state.selected + 1 : state.ids.length;
   try {
-    state.attention = await api("/api/attention", { input: conversationInput(end), layer }, `attention, layer ${layer}`);
+    state.attention = await api("/api/attention", { input: conversationInput(end), layer },
+                                t("progress.attention", { layer }));
     const heads = $("#att-head");
     const keep = heads.value;
-    heads.replaceChildren(el("option", { value: "mean" }, "mean"),
+    heads.replaceChildren(el("option", { value: "mean", "data-i18n": "attention.mean" }, t("attention.mean")),
       ...Array.from({ length: state.attention.heads }, (_, h) => el("option", { value: String(h) }, String(h))));
     heads.value = keep && keep < state.attention.heads ? keep : "mean";
-    drawAttention();
-  } catch (err) { showError(err.message); }
+    view("attention", drawAttention);
+  } catch (err) { showError(err); }
 }
 
 function drawAttention() {
@@ -632,8 +826,8 @@ function drawAttention() {
   const ctx = canvas.getContext("2d");
   ctx.font = `${Math.min(11, cell)}px monospace`;
   ctx.fillStyle = "#334";
-  a.tokens.forEach((t, i) => {
-    const label = JSON.stringify(t).slice(0, 12);
+  a.tokens.forEach((tok, i) => {
+    const label = JSON.stringify(tok).slice(0, 12);
     ctx.fillText(label, 2, margin + i * cell + cell - 2);
     ctx.save();
     ctx.translate(margin + i * cell + cell - 2, margin - 2);
@@ -652,46 +846,45 @@ function drawAttention() {
     const q = Math.floor(((ev.clientY - rect.top) * scale - margin) / cell);
     const tip = $("#tooltip");
     if (q < 0 || k < 0 || q >= n || k >= n) { tip.hidden = true; return; }
-    tip.replaceChildren(`${quoted(a.tokens[q])} → ${quoted(a.tokens[k])}: ${fmt(matrix[q][k])}`);
+    tip.replaceChildren(data(`${quoted(a.tokens[q])} → ${quoted(a.tokens[k])}: ${fmt(matrix[q][k])}`));
     tip.hidden = false;
     tip.style.left = `${ev.clientX + 12}px`;
     tip.style.top = `${ev.clientY + 12}px`;
   });
   canvas.addEventListener("mouseleave", () => { $("#tooltip").hidden = true; });
   $("#attention").replaceChildren(el("p", { class: "muted" },
-    `layer ${a.layer}, head ${head}: rows are queries, columns the keys they attend to`), canvas);
+    t("attention.caption", { layer: a.layer, head: head === "mean" ? t("attention.mean") : head })), canvas);
 }
 
 // -- experts (mixtures of experts) ---------------------------------------------------------------
 async function runRoutes() {
   const end = state.selected !== null ? state.selected + 1 : state.ids.length;
   try {
-    const data = await api("/api/moe/route", { input: conversationInput(end) }, "routing");
-    drawRoutes(data, state.selected !== null ? state.selected : end - 1);
-  } catch (err) { showError(err.message); }
+    const answer = await api("/api/moe/route", { input: conversationInput(end) }, t("progress.routing"));
+    const selected = state.selected !== null ? state.selected : end - 1;
+    view("experts", () => drawRoutes(answer, selected));
+  } catch (err) { showError(err); }
 }
 
-function drawRoutes(data, selected) {
+function drawRoutes(answer, selected) {
   // the grid: a row per MoE layer, a column per token (the last 40), the first expert and its weight
-  const tokens = data.tokens.slice(-40);
+  const tokens = answer.tokens.slice(-40);
   const layers = tokens.length ? tokens[0].layers.map((l) => l.layer) : [];
   const grid = el("table", { class: "data routes" },
-    el("tr", {}, el("th", {}, "layer"), tokens.map((t) => el("th", { class: t.position === selected ? "selected" : "",
-      title: `position ${t.position}` }, quoted(t.token)))),
-    layers.map((layer, li) => el("tr", {}, el("th", {}, String(layer)), tokens.map((t) => {
-      const route = t.layers[li];
+    el("tr", {}, el("th", {}, t("col.layer")), tokens.map((tok) => el("th", { class: tok.position === selected ? "selected" : "",
+      title: t("experts.position", { position: tok.position }) }, data(quoted(tok.token))))),
+    layers.map((layer, li) => el("tr", {}, el("th", {}, String(layer)), tokens.map((tok) => {
+      const route = tok.layers[li];
       return el("td", { class: "num", style: `background: rgba(196, 66, 34, ${(0.8 * route.weights[0]).toFixed(3)})`,
-        title: route.experts.map((e, k) => `expert ${e}: ${fmt(route.weights[k], 3)}`).join("\n") },
+        title: route.experts.map((e, k) => t("experts.weight", { expert: e, weight: fmt(route.weights[k], 3) })).join("\n") },
       route.experts.join(" "));
     }))));
-  const here = data.tokens.find((t) => t.position === selected);
-  const detail = here ? [el("h3", {}, `Token ${quoted(here.token)} (position ${here.position})`),
-    el("table", { class: "data" }, el("tr", {}, el("th", {}, "layer"), el("th", {}, "experts (weight)")),
+  const here = answer.tokens.find((tok) => tok.position === selected);
+  const detail = here ? [el("h3", {}, tn("experts.token", { token: dq(here.token), position: here.position })),
+    el("table", { class: "data" }, el("tr", {}, el("th", {}, t("col.layer")), el("th", {}, t("col.experts_weight"))),
       here.layers.map((l) => el("tr", {}, el("td", { class: "num" }, String(l.layer)),
         el("td", {}, l.experts.map((e, k) => `${e} (${fmt(l.weights[k], 3)})`).join(", ")))))] : [];
-  $("#experts").replaceChildren(el("p", { class: "muted" },
-    "Each cell: the experts that handled the token at that layer, the first (strongest) shaded by its weight."),
-  grid, ...detail);
+  $("#experts").replaceChildren(el("p", { class: "muted" }, t("experts.caption")), grid, ...detail);
 }
 
 async function applyRouting(event) {
@@ -699,23 +892,26 @@ async function applyRouting(event) {
   let body;
   try {
     const experts = $("#route-experts").value.split(/[\s,]+/).filter(Boolean).map(Number);
-    if (!experts.length || experts.some((e) => !Number.isInteger(e) || e < 0)) throw new Error("give expert numbers, e.g. 3, 5");
+    if (!experts.length || experts.some((e) => !Number.isInteger(e) || e < 0)) throw uiError("error.expert_numbers");
     const layer = $("#route-layer").value;
     const op = { op: $("#route-op").value, site: layer === "all" ? "layers.*.router.logits" : `layers.${layer}.router.logits`,
       experts, tokens: $("#route-tokens").value };
     body = { ...steerInput(), max_new_tokens: Number($("#steer-max").value) || 20, interventions: { interventions: [op] } };
-  } catch (err) { showError(err.message); return; }
-  progress.show("routing: baseline", 0);
+  } catch (err) { showError(err); return; }
+  progress.show(t("progress.routing_stage", { stage: stageName("baseline"), done: 0, total: body.max_new_tokens }), 0);
   try {
     let result = null;
     await stream("/api/steer", body, (ev) => {
-      if (ev.type === "progress") progress.show(`routing: ${ev.stage} ${ev.done}/${ev.total} tokens`, null);
-      else if (ev.type === "result") result = ev;
+      if (ev.type === "progress") {
+        progress.show(t("progress.routing_stage", { stage: stageName(ev.stage), done: ev.done, total: ev.total }), null);
+      } else if (ev.type === "result") result = ev;
     });
     const op = body.interventions.interventions[0];
-    if (result) $("#route-result").replaceChildren(...comparison(result,
-      `After (${op.op === "ban_experts" ? "banning" : "forcing"} experts ${op.experts.join(", ")})`));
-  } catch (err) { showError(err.message); } finally { progress.hide(); }
+    if (result) {
+      view("route-result", () => $("#route-result").replaceChildren(...comparison(result,
+        t(op.op === "ban_experts" ? "experts.after_ban" : "experts.after_force", { experts: op.experts.join(", ") }))));
+    }
+  } catch (err) { showError(err); } finally { progress.hide(); }
 }
 
 // -- search ------------------------------------------------------------------------------------
@@ -725,27 +921,48 @@ async function runSearch(event) {
   if (!q) return;
   showTab("search");
   try {
-    const data = await api(`/api/search?q=${encodeURIComponent(q)}&k=50`, undefined, `searching ${quoted(q)}`);
-    $("#search-results").replaceChildren(
-      el("p", {}, `${data.hits.length} neurons for ${quoted(data.query)} `,
-        el("button", { type: "button", onclick: () => { $("#steer-query").value = q; $("#steer-neurons").value = "";
-          clearLoaded(); showTab("steer"); } }, "Steer this concept")),
-      el("table", { class: "data" }, el("tr", {}, el("th", {}, "neuron"), el("th", {}, "similarity"),
-        el("th", {}, "score"), el("th", {}, "description")),
-      data.hits.map((h) => el("tr", {}, el("td", {}, neuronLink(h.id)), el("td", { class: "num" }, fmt(h.similarity, 2)),
-        el("td", { class: "num" }, h.score === null ? "" : fmt(h.score, 2)), el("td", {}, h.text)))));
-  } catch (err) { showError(err.message); }
+    const answer = await api(`/api/search?q=${encodeURIComponent(q)}&k=50`, undefined, t("progress.searching", { query: quoted(q) }));
+    view("search", () => renderSearch(answer, q));
+  } catch (err) { showError(err); }
+}
+
+function renderSearch(answer, q) {
+  $("#search-results").replaceChildren(
+    el("p", {}, tn("search.found", { n: answer.hits.length, query: dq(answer.query) }), " ",
+      el("button", { type: "button", onclick: () => { $("#steer-query").value = q; $("#steer-neurons").value = "";
+        clearLoaded(); showTab("steer"); } }, t("search.steer"))),
+    el("table", { class: "data" }, el("tr", {}, el("th", {}, t("col.neuron")), el("th", {}, t("col.similarity")),
+      el("th", {}, t("col.score")), el("th", {}, t("col.description"))),
+    answer.hits.map((h) => el("tr", {}, el("td", {}, neuronLink(h.id)), el("td", { class: "num" }, fmt(h.similarity, 2)),
+      el("td", { class: "num" }, h.score === null ? "" : fmt(h.score, 2)), el("td", { translate: "no" }, h.text)))));
 }
 
 // -- start -------------------------------------------------------------------------------------
+function renderInfo() {
+  const info = state.info;
+  const a = info.atlas;
+  $("#model-info").replaceChildren(...tn("info.model", {
+    model: data(info.model), layers: info.layers,
+    atlas: a ? tn("info.atlas", { corpus: data(a.corpus_name), tokens: Number(a.tokens).toLocaleString(),
+                                  neurons: a.neurons, descriptions: a.descriptions })
+      : t("info.no_atlas"),
+  }));
+  $("#lens-tuned").parentElement.title = t(info.tuned_lens ? "lens.tuned_title" : "lens.no_tuned_title");
+  $("#cons-samples").title = t("consistency.samples_title", { n: info.limits.max_samples });
+}
+
 async function start() {
   try {
-    state.info = await api("/api/info", undefined, "connecting");
-  } catch (err) { showError(err.message); return; }
+    await loadDictionary();
+  } catch (err) { showError(err); }
+  setLanguage(chosenLang(null));
+  try {
+    state.info = await api("/api/info", undefined, t("progress.connecting"));
+  } catch (err) { showError(err); return; }
+  if (!queryLang() && !storedLang() && LANGS.includes(state.info.lang) && state.info.lang !== i18n.lang) {
+    setLanguage(state.info.lang);          // the server's --lang, where this browser has no choice of its own
+  }
   const a = state.info.atlas;
-  $("#model-info").textContent = `${state.info.model} · ${state.info.layers} layers · ` + (a
-    ? `atlas: ${a.corpus_name}, ${Number(a.tokens).toLocaleString()} tokens, ${a.neurons} neurons, ${a.descriptions} descriptions`
-    : "no atlas (start with --atlas DIR for neuron pages, search and steering)");
   $("#att-layer").replaceChildren(...Array.from({ length: state.info.layers }, (_, l) => el("option", { value: String(l) }, String(l))));
   $("#max-new").max = String(state.info.limits.max_new_tokens);
   if (!state.info.chat_template) $("#chat-mode").checked = false;
@@ -753,18 +970,18 @@ async function start() {
   $("#vision-tab").hidden = !state.info.vision;
   $("#experts-tab").hidden = !state.info.moe;
   $("#lens-tuned").disabled = !state.info.tuned_lens;
-  $("#lens-tuned").parentElement.title = state.info.tuned_lens ? "each layer through its trained translator"
-    : "no tuned lens on this server: train one with `neurodbg train-lens`, then restart";
-  $("#cons-samples").title = `this server samples at most ${state.info.limits.max_samples}`;
-  $("#route-layer").replaceChildren(el("option", { value: "all" }, "all"),
+  $("#route-layer").replaceChildren(el("option", { value: "all", "data-i18n": "common.all" }, t("common.all")),
     ...Array.from({ length: state.info.layers }, (_, l) => el("option", { value: String(l) }, String(l))));
   if (!a) {
     for (const id of ["#search-input", "#steer-apply", "#steer-preview", 'input[value="activation"]']) $(id).disabled = true;
   }
-  updateSteerContext();
+  view("info", renderInfo);
+  view("steer-context", updateSteerContext);
+  i18n.views.set("steer-specs", renderSpecs);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  $("#lang").addEventListener("change", () => chooseLanguage($("#lang").value));
   $("#chat-form").addEventListener("submit", send);
   $("#chat-input").addEventListener("keydown", (ev) => {
     if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) send(ev);
@@ -780,6 +997,7 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const radio of document.querySelectorAll('input[name="mode"]')) radio.addEventListener("change", runAnalysis);
   $("#top").addEventListener("change", runAnalysis);
   $("#rank").addEventListener("change", runAnalysis);
+  $("#min-coherence").addEventListener("change", runAnalysis);
   $("#neuron-form").addEventListener("submit", (ev) => { ev.preventDefault(); openNeuron($("#neuron-id").value.trim()); });
   $("#steer-form").addEventListener("submit", applySteering);
   $("#steer-preview").addEventListener("click", previewSteering);
@@ -803,6 +1021,9 @@ document.addEventListener("DOMContentLoaded", () => {
 // live" is ticked it asks again every two seconds. Every text goes in through textContent.
 const SVG = "http://www.w3.org/2000/svg";
 const training = { name: null, timer: null };
+const STATUSES = { running: "run.status.running", finished: "run.status.finished", failed: "run.status.failed",
+                   broken: "run.status.broken", unreadable: "run.status.unreadable" };
+const statusName = (status) => (STATUSES[status] ? t(STATUSES[status]) : String(status ?? "?"));
 
 function svg(tag, attrs, ...children) {
   const node = document.createElementNS(SVG, tag);
@@ -811,12 +1032,12 @@ function svg(tag, attrs, ...children) {
   return node;
 }
 
-// series: [{label, points: [[step, value|null]], colour}]; options: {log, yMin, yMax}
+// series: [{label, points: [[step, value|null]], colour, data}]; options: {log, yMin, yMax}
 function lineChart(series, options = {}) {
   const width = 560, height = 180, left = 46, bottom = 18, top = 8, right = 8;
   const all = series.flatMap((s) => s.points.filter((p) => p[1] !== null && (!options.log || p[1] > 0)));
   const chart = svg("svg", { class: "chart", width, height, viewBox: `0 0 ${width} ${height}` });
-  if (!all.length) { chart.append(svg("text", { x: left, y: height / 2 }, "no data yet")); return chart; }
+  if (!all.length) { chart.append(svg("text", { x: left, y: height / 2 }, t("chart.no_data"))); return chart; }
   const tf = (v) => (options.log ? Math.log10(v) : v);
   const xs = all.map((p) => p[0]), ys = all.map((p) => tf(p[1]));
   const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
@@ -827,7 +1048,8 @@ function lineChart(series, options = {}) {
   chart.append(svg("line", { x1: left, y1: top, x2: left, y2: height - bottom, stroke: "#ccd" }));
   const label = (v) => (options.log ? Number(10 ** v).toPrecision(2) : Number(v).toPrecision(3));
   chart.append(svg("text", { x: 2, y: top + 8 }, label(y1)), svg("text", { x: 2, y: height - bottom }, label(y0)));
-  chart.append(svg("text", { x: left, y: height - 4 }, `step ${x0}`), svg("text", { x: width - right - 60, y: height - 4 }, `step ${x1}`));
+  chart.append(svg("text", { x: left, y: height - 4 }, t("chart.step", { step: x0 })),
+    svg("text", { x: width - right - 60, y: height - 4 }, t("chart.step", { step: x1 })));
   for (const s of series) {
     const pts = s.points.filter((p) => p[1] !== null && (!options.log || p[1] > 0));
     if (!pts.length) continue;
@@ -840,7 +1062,7 @@ function lineChart(series, options = {}) {
 function legend(series) {
   // colours through the CSSOM: the page's CSP refuses inline style attributes
   return el("div", { class: "legend" }, series.map((s) => {
-    const span = el("span", {}, `— ${s.label}`);
+    const span = el("span", s.data ? { translate: "no" } : {}, `— ${s.label}`);
     span.style.color = s.colour;
     return span;
   }));
@@ -861,40 +1083,51 @@ function gradHeatmap(gradNorms) {
   const ctx = canvas.getContext("2d");
   shown.forEach((name, row) => {
     for (const [step, value] of gradNorms[name]) {
-      const t = value > 0 ? (Math.log10(value) - lo) / (hi - lo) : null;
-      ctx.fillStyle = t === null ? "#ddd" : `hsl(${Math.round(260 - 200 * t)}, 70%, ${Math.round(30 + 35 * t)}%)`;
+      const f = value > 0 ? (Math.log10(value) - lo) / (hi - lo) : null;
+      ctx.fillStyle = f === null ? "#ddd" : `hsl(${Math.round(260 - 200 * f)}, 70%, ${Math.round(30 + 35 * f)}%)`;
       ctx.fillRect(col.get(step) * cell, row * 8, cell, 8);
     }
   });
-  wrap.append(el("div", { class: "muted" }, `gradient norm per parameter tensor (rows, ${shown[0]} … ${shown[shown.length - 1]}) by recorded step; dark: 10^${lo.toFixed(1)}, light: 10^${hi.toFixed(1)}, grey: not finite`), canvas);
+  wrap.append(el("div", { class: "muted" }, tn("run.grad_heatmap", { first: data(shown[0]), last: data(shown[shown.length - 1]),
+                                                                     lo: lo.toFixed(1), hi: hi.toFixed(1) })), canvas);
   return wrap;
 }
 
 const PALETTE = ["#36c", "#c42", "#1a7f37", "#a3c", "#c80", "#099", "#555", "#e6a"];
 
 function renderRun(run) {
-  const view = $("#run-view");
-  view.replaceChildren();
-  $("#run-status").textContent = `${run.status} · ${Number(run.steps).toLocaleString()} steps · ${run.model}, ${Number(run.parameters).toLocaleString()} parameters`;
-  if (!run.findings.length) view.append(el("div", { class: "healthy" }, "No findings: nothing in the records says this run is unhealthy."));
+  const runView = $("#run-view");
+  runView.replaceChildren();
+  $("#run-status").replaceChildren(...tn("run.status_line", { status: statusName(run.status),
+    steps: Number(run.steps).toLocaleString(), model: data(run.model), parameters: Number(run.parameters).toLocaleString() }));
+  if (!run.findings.length) runView.append(el("div", { class: "healthy" }, t("run.healthy")));
   for (const f of run.findings) {
-    view.append(el("div", { class: "finding" },
-      el("div", {}, el("span", { class: "kind" }, f.kind), ` · step ${f.step} · ${f.where.join(", ")}`),
-      el("div", {}, f.message),
-      el("div", { class: "advice" }, `What usually helps: ${f.advice}`)));
+    runView.append(el("div", { class: "finding" },
+      el("div", {}, el("span", { class: "kind", translate: "no" }, f.kind),
+        tn("run.finding_where", { step: f.step, where: data(f.where.join(", ")) })),
+      el("div", { translate: "no" }, f.message),
+      el("div", { class: "advice" }, tn("run.advice", { advice: data(f.advice) }))));
   }
-  for (const hit of run.breaks) view.append(el("div", { class: "finding" }, `breakpoint at step ${hit.step}: ${hit.detail} (${hit.module || "loss"})`));
+  for (const hit of run.breaks) {
+    runView.append(el("div", { class: "finding" }, tn("run.breakpoint", { step: hit.step, detail: data(hit.detail),
+                                                                        where: hit.module ? data(hit.module) : t("run.loss_site") })));
+  }
   const c = run.curves;
-  const losses = [{ label: "training loss", points: c.loss || [], colour: "#36c" }, { label: "validation loss", points: c.val_loss || [], colour: "#c42" }];
-  view.append(el("h3", {}, "Loss"), legend(losses), lineChart(losses, { log: true }));
+  const losses = [{ label: t("run.training_loss"), points: c.loss || [], colour: "#36c" },
+                  { label: t("run.validation_loss"), points: c.val_loss || [], colour: "#c42" }];
+  runView.append(el("h3", {}, t("run.loss")), legend(losses), lineChart(losses, { log: true }));
   if (c.val_acc) {
-    const acc = [{ label: "validation accuracy", points: c.val_acc, colour: "#1a7f37" }];
-    view.append(el("h3", {}, "Validation accuracy"), lineChart(acc, { yMin: 0, yMax: 1 }));
+    const acc = [{ label: t("run.validation_accuracy"), points: c.val_acc, colour: "#1a7f37" }];
+    runView.append(el("h3", {}, t("run.accuracy")), lineChart(acc, { yMin: 0, yMax: 1 }));
   }
-  if (c.grad_norm) view.append(el("h3", {}, "Gradient norm"), lineChart([{ label: "global", points: c.grad_norm, colour: "#a3c" }], { log: true }));
-  view.append(gradHeatmap(run.grad_norms));
-  const dead = Object.entries(run.dead).map(([name, points], i) => ({ label: name, points, colour: PALETTE[i % PALETTE.length] }));
-  if (dead.length) view.append(el("h3", {}, "Dead units (share never positive in a batch)"), legend(dead), lineChart(dead, { yMin: 0, yMax: 1 }));
+  if (c.grad_norm) {
+    runView.append(el("h3", {}, t("run.grad_norm")),
+      lineChart([{ label: t("run.global"), points: c.grad_norm, colour: "#a3c" }], { log: true }));
+  }
+  runView.append(gradHeatmap(run.grad_norms));
+  const dead = Object.entries(run.dead).map(([name, points], i) => ({ label: name, points, colour: PALETTE[i % PALETTE.length],
+                                                                      data: true }));
+  if (dead.length) runView.append(el("h3", {}, t("run.dead")), legend(dead), lineChart(dead, { yMin: 0, yMax: 1 }));
 }
 
 async function showRun(name) {
@@ -903,30 +1136,42 @@ async function showRun(name) {
   try {
     const run = await fetchJson(`/api/runs/${encodeURIComponent(name)}`);
     if (training.name !== name) return;
-    renderRun(run);
+    view("run", () => renderRun(run));
     if (run.status === "running" && $("#run-follow").checked && !$("#tab-training").hidden) {
       training.timer = setTimeout(() => showRun(name), 2000);
     }
-  } catch (err) { showError(err.message); }
+  } catch (err) { showError(err); }
 }
 
 async function fetchJson(path) {
   const response = await fetch(path);
-  const data = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
-  if (!response.ok) throw new Error(data.detail || `HTTP ${response.status}`);
-  return data;
+  const answer = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
+  if (!response.ok) throw new Error(answer.detail || `HTTP ${response.status}`);
+  return answer;
+}
+
+function runOptions(runs) {
+  const select = $("#run-select");
+  const current = select.value;
+  select.replaceChildren(...runs.map((r) => el("option", { value: r.name },
+    t("run.option", { name: r.name, status: statusName(r.status), findings: r.findings ?? "?" }))));
+  select.value = current;
 }
 
 async function loadRuns() {
   try {
-    const data = await fetchJson("/api/runs");
+    const answer = await fetchJson("/api/runs");
     const select = $("#run-select");
     const current = select.value;
-    select.replaceChildren(...data.runs.map((r) => el("option", { value: r.name }, `${r.name} (${r.status}, ${r.findings ?? "?"} findings)`)));
-    if (!data.runs.length) { $("#run-view").replaceChildren(el("p", { class: "muted" }, "No runs in this directory yet.")); return; }
-    select.value = data.runs.some((r) => r.name === current) ? current : data.runs[0].name;
+    view("runs", () => runOptions(answer.runs));
+    if (!answer.runs.length) {
+      forget("run");
+      $("#run-view").replaceChildren(el("p", { class: "muted", "data-i18n": "run.none" }, t("run.none")));
+      return;
+    }
+    select.value = answer.runs.some((r) => r.name === current) ? current : answer.runs[0].name;
     showRun(select.value);
-  } catch (err) { showError(err.message); }
+  } catch (err) { showError(err); }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -942,8 +1187,8 @@ document.addEventListener("DOMContentLoaded", () => {
 const vision = { info: null, image: null, url: null, trace: null };
 
 function heat(value, lo, hi) {
-  const t = hi > lo ? (value - lo) / (hi - lo) : 0;
-  return `hsl(${Math.round(260 - 200 * t)}, 70%, ${Math.round(15 + 55 * t)}%)`;
+  const f = hi > lo ? (value - lo) / (hi - lo) : 0;
+  return `hsl(${Math.round(260 - 200 * f)}, 70%, ${Math.round(15 + 55 * f)}%)`;
 }
 
 function mapCanvas(grid, size) {
@@ -957,6 +1202,12 @@ function mapCanvas(grid, size) {
   return canvas;
 }
 
+function renderVisionStatus() {
+  const atlas = vision.info.atlas;
+  $("#vision-status").replaceChildren(data(`${vision.info.model} · ${vision.info.source}`),
+    ...(atlas ? tn("vision.atlas_of", { images: atlas.images, corpus: data(atlas.corpus) }) : []));
+}
+
 async function loadVision() {
   if (vision.info) return;
   try {
@@ -964,11 +1215,9 @@ async function loadVision() {
     const blocks = vision.info.sites.filter((s) => s.startsWith("stages.") || s.endsWith("mlp.act"));
     $("#vision-site").replaceChildren(...vision.info.sites.map((s) => el("option", { value: s }, s)));
     $("#vision-site").value = blocks.length ? blocks[blocks.length - 1] : vision.info.sites[vision.info.sites.length - 1];
-    const atlas = vision.info.atlas;
-    $("#vision-status").textContent = `${vision.info.model} · ${vision.info.source}` +
-      (atlas ? ` · atlas of ${atlas.images} ${atlas.corpus} images` : "");
-    $("#vision-search-form").hidden = !atlas;
-  } catch (err) { showError(err.message); }
+    view("vision-status", renderVisionStatus);
+    $("#vision-search-form").hidden = !vision.info.atlas;
+  } catch (err) { showError(err); }
 }
 
 // An atlas image on a canvas, scaled up, with the receptive field of the neuron's peak boxed.
@@ -990,32 +1239,44 @@ function exemplarCanvas(entry, size) {
   return canvas;
 }
 
+const channelLabel = (site, channel, polarity = "") => tn("vision.site_channel", { site: data(site), channel: `${channel}${polarity}` });
+
 async function searchChannels(event) {
   event.preventDefault();
   const q = $("#vision-query").value.trim();
   if (!q) return;
   try {
-    const data = await fetchJson(`/api/vision/search?q=${encodeURIComponent(q)}&k=20`);
-    const rows = data.hits.map((h) => el("tr", {},
-      el("td", {}, el("button", { type: "button", class: "link", onclick: () => openChannel(h.channel, h.site) }, `${h.site} · channel ${h.channel}${h.polarity}`)),
-      el("td", { class: "num" }, fmt(h.similarity, 3)), el("td", { class: "num" }, h.score === null ? "n/a" : fmt(h.score, 2)), el("td", {}, h.text)));
-    $("#vision-results").replaceChildren(rows.length
-      ? el("table", { class: "data" }, el("tr", {}, el("th", {}, "channel"), el("th", {}, "similarity"), el("th", {}, "score"), el("th", {}, "description")), rows)
-      : el("p", { class: "muted" }, "No described channel matches."));
-  } catch (err) { showError(err.message); }
+    const answer = await fetchJson(`/api/vision/search?q=${encodeURIComponent(q)}&k=20`);
+    view("vision-results", () => renderChannelSearch(answer));
+  } catch (err) { showError(err); }
 }
 
-async function atlasSection(site, channel) {
-  const page = await fetchJson(`/api/vision/neuron?site=${encodeURIComponent(site)}&channel=${channel}&exemplars=16`);
-  const parts = [el("p", {}, `${page.id} over ${page.n_tokens.toLocaleString()} positions of the atlas's images: mean ${fmt(page.mean)}, max ${fmt(page.max_value)}, active ${pct(page.frac_active)}`)];
+function renderChannelSearch(answer) {
+  const rows = answer.hits.map((h) => el("tr", {},
+    el("td", {}, el("button", { type: "button", class: "link", onclick: () => openChannel(h.channel, h.site) },
+      channelLabel(h.site, h.channel, h.polarity))),
+    el("td", { class: "num" }, fmt(h.similarity, 3)), el("td", { class: "num" }, h.score === null ? t("common.na") : fmt(h.score, 2)),
+    el("td", { translate: "no" }, h.text)));
+  $("#vision-results").replaceChildren(rows.length
+    ? el("table", { class: "data" }, el("tr", {}, el("th", {}, t("col.channel")), el("th", {}, t("col.similarity")),
+      el("th", {}, t("col.score")), el("th", {}, t("col.description"))), rows)
+    : el("p", { class: "muted" }, t("vision.no_match")));
+}
+
+function atlasSection(page) {
+  const parts = [el("p", {}, tn("vision.atlas_stats", { id: data(page.id), n: page.n_tokens.toLocaleString(), mean: fmt(page.mean),
+                                                       max: fmt(page.max_value), active: pct(page.frac_active) }))];
   for (const [polarity, d] of Object.entries(page.descriptions)) {
-    if (d) parts.push(el("p", {}, `${polarity} ${d.text} `, el("span", { class: "muted" }, `(score ${d.score === null ? "n/a" : fmt(d.score, 2)})`)));
+    if (d) {
+      parts.push(el("p", {}, data(`${polarity} ${d.text}`), " ", el("span", { class: "muted" },
+        t("vision.score", { score: d.score === null ? t("common.na") : fmt(d.score, 2) }))));
+    }
   }
   const shown = page.min_value !== null && page.min_value < 0 ? ["+", "-"] : ["+"];
   for (const kind of shown) {
     const cells = (page.exemplars[kind] || []).map((e) => el("figure", {}, exemplarCanvas(e, 72),
-      el("figcaption", {}, `${e.label ?? e.predicted ?? ""} · ${fmt(e.value, 3)}`)));
-    parts.push(el("h4", {}, kind === "+" ? "top images (boxed: the receptive field of the peak)" : "bottom images"),
+      el("figcaption", { translate: "no" }, `${e.label ?? e.predicted ?? ""} · ${fmt(e.value, 3)}`)));
+    parts.push(el("h4", {}, t(kind === "+" ? "vision.top_images" : "vision.bottom_images")),
       el("div", { class: "exemplar-grid" }, cells));
   }
   return el("div", { class: "atlas-section" }, parts);
@@ -1025,7 +1286,7 @@ function readBase64(file) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
     reader.onload = () => resolve(String(reader.result).split(",", 2)[1] || "");
-    reader.onerror = () => reject(new Error("cannot read the file"));
+    reader.onerror = () => reject(uiError("error.read_file"));
     reader.readAsDataURL(file);
   });
 }
@@ -1034,54 +1295,75 @@ async function traceImage() {
   const file = $("#vision-file").files[0];
   if (!file) return;
   if (vision.info && file.size > vision.info.max_image_bytes) {
-    showError(`the image is ${file.size.toLocaleString()} bytes; this server accepts at most ${vision.info.max_image_bytes.toLocaleString()}`);
+    showError(uiError("error.image_size", { size: file.size.toLocaleString(), max: vision.info.max_image_bytes.toLocaleString() }));
     return;
   }
   try {
     vision.image = await readBase64(file);
     if (vision.url) URL.revokeObjectURL(vision.url);
     vision.url = URL.createObjectURL(file);
-    vision.trace = await api("/api/vision/trace", { image: vision.image, site: $("#vision-site").value, top: 16 }, "tracing the image");
-    renderVision(vision.trace);
-  } catch (err) { showError(err.message); }
+    vision.trace = await api("/api/vision/trace", { image: vision.image, site: $("#vision-site").value, top: 16 },
+                             t("progress.tracing"));
+    const traced = vision.trace;
+    view("vision-view", () => renderVision(traced));
+    forget("vision-channel");
+    $("#vision-channel").replaceChildren();
+  } catch (err) { showError(err); }
 }
 
-function renderVision(t) {
-  const view = $("#vision-view");
-  const picture = el("img", { src: vision.url, alt: "the uploaded image", class: "vision-input" });
-  const classes = t.classes.length ? el("ol", { class: "classes" }, t.classes.map((c) => el("li", {}, `${c.label} `, el("span", { class: "muted" }, pct(c.prob))))) : null;
-  const rows = t.top.map((row) => el("tr", { class: row.channel === t.brightest ? "brightest" : "" },
-    el("td", {}, el("button", { type: "button", class: "link", dataset: { channel: String(row.channel) }, onclick: () => openChannel(row.channel) }, `channel ${row.channel}`)),
+function renderVision(tr) {
+  const picture = el("img", { src: vision.url, alt: t("vision.uploaded"), class: "vision-input" });
+  const classes = tr.classes.length ? el("ol", { class: "classes" }, tr.classes.map((c) => el("li", {},
+    data(`${c.label} `), el("span", { class: "muted" }, pct(c.prob))))) : null;
+  const rows = tr.top.map((row) => el("tr", { class: row.channel === tr.brightest ? "brightest" : "" },
+    el("td", {}, el("button", { type: "button", class: "link", dataset: { channel: String(row.channel) }, onclick: () => openChannel(row.channel) },
+      t("vision.channel", { channel: row.channel }))),
     el("td", { class: "num" }, fmt(row.max)), el("td", { class: "num" }, fmt(row.mean)), el("td", {}, JSON.stringify(row.peak))));
-  const table = el("table", { class: "data" }, el("tr", {}, el("th", {}, "channel"), el("th", {}, "max"), el("th", {}, "mean"), el("th", {}, "peak")), rows);
-  const maps = t.top.filter((row) => row.map).map((row) => el("figure", { class: "fmap-cell" }, mapCanvas(row.map, 96),
-    el("figcaption", {}, `ch ${row.channel} · ${fmt(row.max, 2)}`)));
-  view.replaceChildren(
-    el("p", {}, `${t.site}: output ${JSON.stringify(t.shape)}, ${t.channels} channels; brightest: channel ${t.brightest}`),
+  const table = el("table", { class: "data" }, el("tr", {}, el("th", {}, t("col.channel")), el("th", {}, t("col.max")),
+    el("th", {}, t("col.mean")), el("th", {}, t("col.peak"))), rows);
+  const maps = tr.top.filter((row) => row.map).map((row) => el("figure", { class: "fmap-cell" }, mapCanvas(row.map, 96),
+    el("figcaption", {}, t("vision.map_caption", { channel: row.channel, max: fmt(row.max, 2) }))));
+  $("#vision-view").replaceChildren(
+    el("p", {}, tn("vision.summary", { site: data(tr.site), shape: JSON.stringify(tr.shape), channels: tr.channels,
+                                       brightest: tr.brightest })),
     el("div", { class: "vision-top" }, picture, classes), table,
-    maps.length ? el("div", { class: "fmap-grid" }, maps) : el("p", { class: "muted" }, "This site has no spatial maps."));
-  $("#vision-channel").replaceChildren();
+    maps.length ? el("div", { class: "fmap-grid" }, maps) : el("p", { class: "muted" }, t("vision.no_maps")));
+}
+
+// one channel: its map on the traced image, its atlas page, its maximisation picture (drawn as they arrive)
+function renderChannel(site, channel, row, page, m) {
+  const box = $("#vision-channel");
+  box.replaceChildren(el("h3", {}, channelLabel(site, channel)), row && row.map
+    ? el("div", {}, el("span", { class: "muted" }, t("vision.its_map")), " ", mapCanvas(row.map, 160)) : null);
+  if (page) box.append(atlasSection(page));
+  if (m) {
+    const h = m.result.pixels.length, w = m.result.pixels[0].length;
+    const canvas = el("canvas", { width: String(w), height: String(h), class: "maximized" });
+    const ctx = canvas.getContext("2d");
+    const image = ctx.createImageData(w, h);
+    m.result.pixels.forEach((line, r) => line.forEach((px, c) => { const i = 4 * (r * w + c); image.data.set([px[0], px[1], px[2], 255], i); }));
+    ctx.putImageData(image, 0, 0);
+    box.append(el("div", { class: "maximized-box" }, canvas,
+      el("p", {}, t("vision.maximized", { steps: m.result.curve.length ? m.steps : 0, objective: fmt(m.result.objective),
+                                          start: fmt(m.result.start_objective), grey: fmt(m.result.grey_objective) }))));
+  }
 }
 
 async function openChannel(channel, site) {
-  const box = $("#vision-channel");
   site = site || vision.trace.site;
   const traced = vision.trace && vision.trace.site === site;
   const row = traced && vision.trace.top.find((r) => r.channel === channel);
-  box.replaceChildren(el("h3", {}, `${site} · channel ${channel}`), row && row.map ? el("div", {}, el("span", { class: "muted" }, "its feature map on this image "), mapCanvas(row.map, 160)) : null);
+  let page = null;
+  view("vision-channel", () => renderChannel(site, channel, row, page, null));
   try {
-    if (vision.info.atlas && vision.info.atlas.sites.includes(site)) box.append(await atlasSection(site, channel));
+    if (vision.info.atlas && vision.info.atlas.sites.includes(site)) {
+      page = await fetchJson(`/api/vision/neuron?site=${encodeURIComponent(site)}&channel=${channel}&exemplars=16`);
+      view("vision-channel", () => renderChannel(site, channel, row, page, null));
+    }
     const steps = Math.min(128, vision.info.max_maximize_steps);
-    const m = await api("/api/vision/maximize", { site, channel, steps }, `maximising channel ${channel}`);
-    const h = m.pixels.length, w = m.pixels[0].length;
-    const canvas = el("canvas", { width: String(w), height: String(h), class: "maximized" });
-    const ctx = canvas.getContext("2d");
-    const data = ctx.createImageData(w, h);
-    m.pixels.forEach((line, r) => line.forEach((px, c) => { const i = 4 * (r * w + c); data.data.set([px[0], px[1], px[2], 255], i); }));
-    ctx.putImageData(data, 0, 0);
-    box.append(el("div", { class: "maximized-box" }, canvas,
-      el("p", {}, `its favourite picture (activation maximisation, ${m.curve.length ? steps : 0} steps): objective ${fmt(m.objective)} — on the starting noise ${fmt(m.start_objective)}, on mid-grey ${fmt(m.grey_objective)}`)));
-  } catch (err) { showError(err.message); }
+    const result = await api("/api/vision/maximize", { site, channel, steps }, t("progress.maximizing", { channel }));
+    view("vision-channel", () => renderChannel(site, channel, row, page, { result, steps }));
+  } catch (err) { showError(err); }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -1100,7 +1382,7 @@ function samplingSettings() {
 async function runConsistency(event) {
   event.preventDefault();
   const text = $("#cons-question").value;
-  if (!text.trim()) { showError("write a question first"); return; }
+  if (!text.trim()) { showError(uiError("error.no_question")); return; }
   const mode = $("#cons-extract").value;
   const body = {
     input: { text, chat: $("#chat-mode").checked }, samples: Number($("#cons-samples").value),
@@ -1109,70 +1391,75 @@ async function runConsistency(event) {
   };
   if ($("#cons-triage").checked) body.triage = Number($("#cons-threshold").value);
   try {
-    renderConsistency(await api("/api/consistency", body, `sampling ${body.samples} answers`));
-  } catch (err) { showError(err.message); }
+    const answer = await api("/api/consistency", body, t("progress.sampling", { n: body.samples }));
+    view("consistency", () => renderConsistency(answer));
+  } catch (err) { showError(err); }
 }
 
-function renderConsistency(data) {
+function renderConsistency(answer) {
   const parts = [];
-  const verdict = data.vote === null ? "no answer could be extracted" : `vote: ${quoted(data.vote)}`;
-  parts.push(el("h3", {}, verdict), el("p", { class: "summary" }, data.mode === "direct"
-    ? `answered directly: the greedy answer's least likely token had probability ${pct(data.confidence)}`
-    : `agreement ${pct(data.agreement)} · answer entropy ${fmt(data.entropy, 2)} bits · ${data.answers.length} samples` +
-      (data.confidence !== null ? ` · greedy confidence ${pct(data.confidence)} (below the threshold)` : "")));
-  parts.push(el("table", { class: "data votes" }, el("tr", {}, el("th", {}, "answer"), el("th", {}, "samples")),
-    Object.entries(data.votes).map(([answer, n]) => el("tr", {}, el("td", {}, answer), el("td", { class: "num" }, n)))));
-  const fork = data.fork;
+  const verdict = answer.vote === null ? t("consistency.no_answer") : tn("consistency.vote", { vote: dq(answer.vote) });
+  parts.push(el("h3", {}, verdict), el("p", { class: "summary" }, answer.mode === "direct"
+    ? t("consistency.direct", { p: pct(answer.confidence) })
+    : t("consistency.summary", { agreement: pct(answer.agreement), entropy: fmt(answer.entropy, 2), n: answer.answers.length }) +
+      (answer.confidence !== null ? t("consistency.below_threshold", { p: pct(answer.confidence) }) : "")));
+  parts.push(el("table", { class: "data votes" }, el("tr", {}, el("th", {}, t("col.answer")), el("th", {}, t("col.samples"))),
+    Object.entries(answer.votes).map(([said, n]) => el("tr", {}, el("td", { translate: "no" }, said), el("td", { class: "num" }, n)))));
+  const fork = answer.fork;
   if (fork) {
-    parts.push(el("h3", {}, `The samples part ways after ${fork.generated} shared tokens`),
-      el("p", { class: "muted" }, "shared: ", el("code", {}, fork.prefix || "(nothing)")),
-      el("table", { class: "data branches" }, el("tr", {}, el("th", {}, "next token"), el("th", {}, "model's probability"), el("th", {}, "samples")),
-        fork.branches.map((b) => el("tr", {}, el("td", {}, quoted(b.token)), el("td", { class: "num" }, pct(b.probability)),
-          el("td", { class: "num" }, b.samples)))));
+    parts.push(el("h3", {}, t("consistency.fork", { n: fork.generated })),
+      el("p", { class: "muted" }, t("consistency.shared"), " ",
+        fork.prefix ? el("code", { translate: "no" }, fork.prefix) : el("code", {}, t("consistency.nothing"))),
+      el("table", { class: "data branches" }, el("tr", {}, el("th", {}, t("col.next_token")), el("th", {}, t("col.model_probability")),
+        el("th", {}, t("col.samples"))),
+      fork.branches.map((b) => el("tr", {}, el("td", { translate: "no" }, quoted(b.token)), el("td", { class: "num" }, pct(b.probability)),
+        el("td", { class: "num" }, b.samples)))));
     if (fork.neurons.length) {
-      parts.push(el("h4", {}, "Neurons between the two largest branches (attribution, majority − minority)"),
+      parts.push(el("h4", {}, t("consistency.neurons")),
         el("p", { class: "neurons" }, fork.neurons.map((n) => [neuronLink(n.id), ` ${fmt(n.value, 3)}  `])));
     }
   }
-  parts.push(el("details", {}, el("summary", {}, "every sample"),
-    el("ol", { class: "samples" }, data.texts.map((t, i) => el("li", {}, el("code", {}, t), ` → ${data.answers[i] ?? "none"}`)))));
+  parts.push(el("details", {}, el("summary", {}, t("consistency.every_sample")),
+    el("ol", { class: "samples" }, answer.texts.map((text, i) => el("li", {}, el("code", { translate: "no" }, text), " → ",
+      answer.answers[i] === null || answer.answers[i] === undefined ? t("common.none") : data(answer.answers[i]))))));
   $("#consistency").replaceChildren(...parts);
 }
 
 async function runEmbeddings(event) {
   event.preventDefault();
-  const items = $("#embed-items").value.split("\n").map((t) => t.trim()).filter((t) => t);
+  const items = $("#embed-items").value.split("\n").map((text) => text.trim()).filter((text) => text);
   const body = { items, kind: $("#embed-kind").value, method: $("#embed-method").value };
   if ($("#embed-layer").value !== "") body.layer = Number($("#embed-layer").value);
   try {
-    renderEmbeddings(await api("/api/embeddings", body, "embedding map"));
-  } catch (err) { showError(err.message); }
+    const answer = await api("/api/embeddings", body, t("progress.embedding"));
+    view("embeddings", () => renderEmbeddings(answer));
+  } catch (err) { showError(err); }
 }
 
-function renderEmbeddings(data) {
+function renderEmbeddings(answer) {
   const width = 560, height = 380, pad = 40;
-  const xs = data.items.map((it) => it.x), ys = data.items.map((it) => it.y);
+  const xs = answer.items.map((it) => it.x), ys = answer.items.map((it) => it.y);
   const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
   const X = (x) => pad + (x1 > x0 ? (x - x0) / (x1 - x0) : 0.5) * (width - 2 * pad - 60);
   const Y = (y) => height - pad - (y1 > y0 ? (y - y0) / (y1 - y0) : 0.5) * (height - 2 * pad);
-  const chart = svg("svg", { class: "chart embed-map", width, height, viewBox: `0 0 ${width} ${height}` });
-  data.items.forEach((it, i) => {
-    const row = data.similarity[i].map((v, j) => (j === i ? -Infinity : v));
+  const chart = svg("svg", { class: "chart embed-map", width, height, viewBox: `0 0 ${width} ${height}`, translate: "no" });
+  answer.items.forEach((it, i) => {
+    const row = answer.similarity[i].map((v, j) => (j === i ? -Infinity : v));
     const j = row.indexOf(Math.max(...row));
-    chart.append(svg("line", { x1: X(it.x), y1: Y(it.y), x2: X(data.items[j].x), y2: Y(data.items[j].y), stroke: "#ccd" }));
+    chart.append(svg("line", { x1: X(it.x), y1: Y(it.y), x2: X(answer.items[j].x), y2: Y(answer.items[j].y), stroke: "#ccd" }));
   });
-  data.items.forEach((it) => {
+  answer.items.forEach((it) => {
     const label = it.context ? `${it.word} (${it.context.slice(0, 24)})` : it.word;
     chart.append(svg("circle", { cx: X(it.x), cy: Y(it.y), r: 4, fill: it.context ? "#c44222" : "#2255aa" }),
       svg("text", { x: X(it.x) + 6, y: Y(it.y) - 4, class: "point-label" }, label));
   });
-  const space = data.kind === "token" ? "token embeddings" : `residual stream after layer ${data.layer}`;
-  const axes = data.explained_variance.length
-    ? ` · PC1 ${pct(data.explained_variance[0])}, PC2 ${pct(data.explained_variance[1])} of variance` : "";
-  const table = el("table", { class: "data neighbours" }, el("tr", {}, el("th", {}, "item"), el("th", {}, "tokens"),
-    el("th", {}, data.kind === "token" ? "nearest vocabulary tokens (cosine)" : "nearest items (cosine)")),
-    data.items.map((it) => el("tr", {}, el("td", {}, it.label), el("td", {}, it.tokens.map(quoted).join(" ")),
+  const space = answer.kind === "token" ? t("embeddings.token_space") : t("embeddings.residual_space", { layer: answer.layer });
+  const axes = answer.explained_variance.length
+    ? t("embeddings.variance", { pc1: pct(answer.explained_variance[0]), pc2: pct(answer.explained_variance[1]) }) : "";
+  const table = el("table", { class: "data neighbours" }, el("tr", {}, el("th", {}, t("col.item")), el("th", {}, t("col.tokens")),
+    el("th", {}, t(answer.kind === "token" ? "col.nearest_tokens" : "col.nearest_items"))),
+    answer.items.map((it) => el("tr", { translate: "no" }, el("td", {}, it.label), el("td", {}, it.tokens.map(quoted).join(" ")),
       el("td", {}, it.neighbours.map((n) => `${n.token !== undefined ? quoted(n.token) : n.label} ${fmt(n.cosine, 3)}`).join(", ")))));
-  $("#embeddings").replaceChildren(el("h3", {}, `${space} (${data.method})${axes}`), chart,
-    ...data.notes.map((n) => el("p", { class: "muted" }, n)), table);
+  $("#embeddings").replaceChildren(el("h3", {}, tn("embeddings.title", { space, method: data(answer.method), axes })), chart,
+    ...answer.notes.map((n) => el("p", { class: "muted", translate: "no" }, n)), table);
 }
