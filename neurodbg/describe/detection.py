@@ -87,7 +87,7 @@ def fuzzing(predictions: Sequence[np.ndarray], excerpts: Sequence[Excerpt], *, s
     return _pair(np.array(evidence), np.array(labels))
 
 
-def all_scores(predictions: Sequence[np.ndarray], excerpts: Sequence[Excerpt], methods: Sequence[str], *,
+def score_methods(predictions: Sequence[np.ndarray], excerpts: Sequence[Excerpt], methods: Sequence[str], *,
                seed: int = 0) -> dict[str, Any]:
     """{method: ...} for the chosen methods: simulation is Pearson r, the others AUROC + balanced accuracy."""
     out: dict[str, Any] = {}

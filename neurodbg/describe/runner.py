@@ -15,7 +15,7 @@ import numpy as np
 
 from neurodbg.atlas import descriptions, records
 from neurodbg.atlas.store import AtlasStore
-from neurodbg.describe.detection import METHODS, all_scores
+from neurodbg.describe.detection import METHODS, score_methods
 from neurodbg.describe.exemplars import POLARITIES, ExemplarReader
 from neurodbg.describe.explainers import LLMOptions
 from neurodbg.describe.explanation import Explainer, Explanation, Simulator
@@ -31,7 +31,7 @@ class DescribeSummary:
     skipped: int                   # already done before
     seconds: float
     scores: list[float] = field(default_factory=list)
-    extra: list[dict[str, Any]] = field(default_factory=list)      # every candidate's scores (detection.all_scores)
+    extra: list[dict[str, Any]] = field(default_factory=list)      # every candidate's scores (detection.score_methods)
 
     @property
     def rate(self) -> float:
@@ -132,10 +132,10 @@ def describe(store: AtlasStore, explainer: Explainer, simulator: Simulator, *, r
                     ex = reader.build(layer, neuron, polarity, by_kind, effects.get(neuron))
                     seed = layer * 100_003 + neuron * 2 + (polarity == "-")
                     other = previous.get(polarity) if baselines else None
-                    shuffled = (all_scores(simulator.simulate(other, ex.scoring), ex.scoring, methods, seed=seed)
+                    shuffled = (score_methods(simulator.simulate(other, ex.scoring), ex.scoring, methods, seed=seed)
                                 if other is not None else None)
                     for candidate in explainer.explain(ex):
-                        scores = all_scores(simulator.simulate(candidate, ex.scoring), ex.scoring, methods,
+                        scores = score_methods(simulator.simulate(candidate, ex.scoring), ex.scoring, methods,
                                             seed=seed)
                         candidate.score = scores["simulation"]
                         candidate.simulator = simulator.name
