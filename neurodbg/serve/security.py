@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -58,10 +58,13 @@ class Guard:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             offered = (query.get("token") or [""])[0]
             if scope["path"] == "/" and offered and hmac.compare_digest(offered, self.token):
-                # the link printed at start-up: remember the token in a cookie and drop it from the address bar
+                # the link printed at start-up: remember the token in a cookie and drop it from the address bar,
+                # keeping the rest of the query (?lang=zh)
                 cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+                rest = urlencode([(k, v) for k, values in query.items() if k != "token" for v in values])
+                location = f"/?{rest}" if rest else "/"
                 await send({"type": "http.response.start", "status": 303,
-                            "headers": [(b"location", b"/"), (b"set-cookie", cookie.encode()),
+                            "headers": [(b"location", location.encode("latin-1")), (b"set-cookie", cookie.encode()),
                                         (b"content-length", b"0")]})
                 await send({"type": "http.response.body", "body": b""})
                 return
