@@ -154,6 +154,12 @@ def weekday_dates(text: str) -> Iterator[dt.date]:
         yield dt.date(int(year), MONTHS.index(month) + 1, int(day))
 
 
+FIXED_HOLIDAYS = {"New Year's Day": (1, 1), "Valentine's Day": (2, 14), "Saint Patrick's Day": (3, 17),
+                  "Independence Day in the United States": (7, 4), "Halloween": (10, 31),
+                  "Remembrance Day": (11, 11), "Christmas Eve": (12, 24), "Christmas Day": (12, 25),
+                  "Boxing Day": (12, 26), "New Year's Eve": (12, 31)}
+
+
 def sentences(pattern: str, text: str) -> list[str]:
     return [m.group(0) for m in re.finditer(pattern, text)]
 
@@ -218,16 +224,19 @@ def test_calendar_statements_are_true() -> None:
                 hh, mm = map(int, t24.split(":"))
                 assert t12 == f"{hh % 12 or 12}:{mm:02d} {'am' if hh < 12 else 'pm'}"
             checked["diary"] += 1
-        for holiday in re.findall(rf"{DATE}: ([^;.]+)", text.split("Holidays and observances: ")[-1]) if \
-                "Holidays and observances" in text else []:
-            wd, day, month, year, name = holiday
+        _, _, listed = text.partition("Holidays and observances: ")
+        for wd, day, month, year, name in re.findall(rf"{DATE}: ([^;.]+)", listed):
             when = dt.date(int(year), MONTHS.index(month) + 1, int(day))
             if name == "Easter Sunday":
                 assert when == dateutil_easter(when.year)
             elif name.startswith("Thanksgiving"):
                 assert wd == "Thursday" and when.month == 11 and 22 <= when.day <= 28
-            elif name.startswith("Christmas Day"):
-                assert (when.month, when.day) == (12, 25)
+            elif name.startswith("Labor Day"):
+                assert wd == "Monday" and when.month == 9 and when.day <= 7
+            elif name.startswith("Mother's Day"):
+                assert wd == "Sunday" and when.month == 5 and 8 <= when.day <= 14
+            else:  # every other holiday has a fixed date
+                assert FIXED_HOLIDAYS[name] == (when.month, when.day), name
             checked["holiday"] += 1
     assert min(checked.values()) >= 20, checked
 

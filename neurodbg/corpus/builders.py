@@ -221,19 +221,18 @@ def chatterbot_dialogue(entry: SourceEntry, work: Path, progress: bool) -> Built
     return BuiltSource(entry.pypi_version or "", f"PyPI {entry.requirement}: {prefix}*.yml", docs)
 
 
-def _generated(entry: SourceEntry, make: Callable[[int, int], list[tuple[str, str]]]) -> BuiltSource:
+def _generated(entry: SourceEntry, make: Callable[[int, int], list[tuple[str, str]]], modules: str) -> BuiltSource:
     count, seed = int(entry.options.get("documents", 100)), int(entry.options.get("seed", 0))
     docs = [Document(i, text) for i, text in make(count, seed)]
-    return BuiltSource(_python(), f"generated with {_python()}'s random (seed {seed}), decimal, fractions, "
-                                  "datetime and calendar", docs)
+    return BuiltSource(_python(), f"generated with {_python()}'s random (seed {seed}), {modules}", docs)
 
 
 def arithmetic_worked(entry: SourceEntry, work: Path, progress: bool) -> BuiltSource:
-    return _generated(entry, arithmetic_documents)
+    return _generated(entry, arithmetic_documents, "decimal and fractions")
 
 
 def calendar_pages(entry: SourceEntry, work: Path, progress: bool) -> BuiltSource:
-    return _generated(entry, calendar_documents)
+    return _generated(entry, calendar_documents, "datetime and calendar")
 
 
 BUILDERS: dict[str, Builder] = {"kjv_sqlite": kjv_sqlite, "stdlib_docstrings": stdlib_docstrings,

@@ -101,7 +101,7 @@ def _month_facts(year: int, month: int) -> str:
     return text
 
 
-def _one_day(rng: random.Random, day: date) -> str:
+def _one_day(day: date) -> str:
     iso_year, iso_week, _ = day.isocalendar()
     day_of_year = day.timetuple().tm_yday
     week = f"ISO week {iso_week}" + (f" of {iso_year}" if iso_year != day.year else "")
@@ -154,7 +154,7 @@ def calendar_documents(count: int, seed: int) -> list[tuple[str, str]]:
         year, month = rng.randint(FIRST_YEAR, LAST_YEAR), rng.randint(1, 12)
         day = date(year, month, rng.randint(1, calendar.monthrange(year, month)[1]))
         parts = [f"{MONTHS[month - 1]} {year}", month_grid(year, month), _month_facts(year, month),
-                 _one_day(rng, day), " ".join(_arithmetic(rng, day)), _recurring(rng, year, month),
+                 _one_day(day), " ".join(_arithmetic(rng, day)), _recurring(rng, year, month),
                  _diary(rng, year, month)]
         if found := holidays(year, month):
             parts.append("Holidays and observances: " + "; ".join(f"{long_date(d)}: {name}" for d, name in found)
