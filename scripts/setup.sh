@@ -25,6 +25,9 @@ cp neurodbg/vision/torchvision_hook.py "$SITE/_neurodbg_torchvision_hook.py"
 echo "import _neurodbg_torchvision_hook; _neurodbg_torchvision_hook.install()" > "$SITE/_neurodbg_torchvision_hook.pth"
 .venv/bin/neurodbg models pull default
 .venv/bin/neurodbg corpus pull default
+# the C++ kernels of the scan and the training watcher (once per machine; the code beside them runs
+# where no compiler is)
+.venv/bin/neurodbg build-kernels
 # the browser tests drive Debian's Chromium through Playwright (no browser download); figures and
 # the browser draw model text in Chinese too (医生) with a CJK font
 WANT=()

@@ -50,9 +50,23 @@ def test_watching_changes_nothing(data, tmp_path: Path, options: dict) -> None:
     assert all(torch.equal(a, b) for a, b in zip(plain[1], watched[1], strict=True))
 
 
-def test_records_equal_figures_computed_by_hand(data, tmp_path: Path) -> None:
+@pytest.fixture(params=["kernel", "general"])
+def watch_path(request, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways the watcher computes its figures on a CPU: the C++ kernel's recorder (built here if
+    this machine lacks it; set-up builds it) and the general path (NumPy and torch)."""
+    from neurodbg.train import watch_kernel
+
+    if request.param == "kernel":
+        watch_kernel.KERNEL.load()
+        monkeypatch.delenv(watch_kernel.DISABLE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(watch_kernel.DISABLE_ENV, "1")
+    return request.param
+
+
+def test_records_equal_figures_computed_by_hand(data, tmp_path: Path, watch_path: str) -> None:
     """Gradient norms, weight norms and update ratios of each parameter tensor, and each site's mean,
-    std and dead share, against the same steps run by hand with plain hooks."""
+    std and dead share, against the same steps run by hand with plain hooks (both paths)."""
     torch.manual_seed(0)
     net = mlp([64, 32, 16, 10], seed=1)
     opt = torch.optim.SGD(net.parameters(), 0.1, momentum=0.9)
@@ -63,6 +77,7 @@ def test_records_equal_figures_computed_by_hand(data, tmp_path: Path) -> None:
     expected: list[dict] = []
     stream = batches(data, 64, 0)
     with neurodbg.watch(net, opt, run=tmp_path / "run", weights_every=1, flush_every=1, dead_window=3) as w:
+        assert w._lean == (watch_path == "kernel")
         for _, (x, y) in zip(range(6), stream, strict=False):
             loss = F.cross_entropy(net(x), y)
             w.log(loss=loss)
@@ -262,3 +277,122 @@ def test_the_device_path_equals_the_numpy_path(kind: str) -> None:
     a, b = read_step([on_cpu])[0], read_step([on_device])[0]
     assert a[2:4] == b[2:4] and (a[4] == b[4])
     assert a[0] == pytest.approx(b[0], rel=1e-5) and a[1] == pytest.approx(b[1], rel=1e-5)
+
+
+class _SometimesUnused(nn.Module):
+    """A small CNN (tanh and sigmoid feature maps) whose extra head runs only when asked: on the other
+    steps one parameter has no gradient and the kernel's recorder hands the step to the general path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.act1 = nn.Conv2d(1, 4, 3), nn.Tanh()
+        self.conv2, self.act2 = nn.Conv2d(4, 6, 3), nn.Sigmoid()
+        self.head, self.extra = nn.Linear(6 * 4 * 4, 10), nn.Linear(6 * 4 * 4, 10)
+        self.use_extra = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act2(self.conv2(self.act1(self.conv1(x.view(-1, 1, 8, 8))))).flatten(1)
+        return self.head(h) + self.extra(h) if self.use_extra else self.head(h)
+
+
+def test_the_kernel_path_records_what_the_general_path_records(data, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CNN with tanh and sigmoid feature maps (channels as units), two parameter groups and a layer
+    used on some steps only: the kernel's records (recorder steps and general-path steps in one run)
+    equal the NumPy path's, and training is the same."""
+    from neurodbg.train import watch_kernel
+
+    watch_kernel.KERNEL.load()
+    with torch.no_grad():       # oneDNN's first convolution of a shape in a process may round otherwise
+        _SometimesUnused()(data.x_val[:32])
+
+    def run(kernel: bool) -> tuple[list[float], object]:
+        monkeypatch.setenv(watch_kernel.DISABLE_ENV, "0" if kernel else "1")
+        net = _SometimesUnused()
+        torch.manual_seed(0)
+        for p in net.parameters():
+            nn.init.normal_(p, std=0.5)
+        opt = torch.optim.SGD([{"params": list(net.conv1.parameters()) + list(net.conv2.parameters())},
+                               {"params": list(net.head.parameters()) + list(net.extra.parameters()), "lr": 0.05}],
+                              lr=0.1, momentum=0.9)
+        losses = []
+        directory = tmp_path / ("kernel" if kernel else "general")
+        with neurodbg.watch(net, opt, run=directory, weights_every=2, flush_every=3) as w:
+            assert w._lean == kernel
+            for step, (x, y) in zip(range(12), batches(data, 32, 0), strict=False):
+                net.use_extra = step % 3 == 1
+                loss = F.cross_entropy(net(x), y)
+                w.log(loss=loss)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+        return losses, read(directory)
+
+    (kernel_losses, k), (general_losses, g) = run(True), run(False)
+    assert kernel_losses == general_losses
+    assert k.recorded_steps == g.recorded_steps == list(range(12))
+    # the default sites: both activations and the last module with weights (reached on some steps only)
+    assert list(k.params) == list(g.params) and list(k.sites) == list(g.sites) == \
+        ["act1:output", "act2:output", "extra:output"]
+    for name, kp in k.params.items():
+        gp = g.params[name]
+        assert kp.steps == gp.steps
+        assert kp.grad_norm == pytest.approx(gp.grad_norm, rel=1e-5)
+        assert kp.weight_norm == pytest.approx(gp.weight_norm, rel=1e-5)
+        assert kp.update_ratio == pytest.approx(gp.update_ratio, rel=1e-4)
+    assert k.params["extra.weight"].steps == k.sites["extra:output"].steps == [1, 4, 7, 10]   # those steps only
+    for name, ks in k.sites.items():
+        gs = g.sites[name]
+        assert ks.steps == gs.steps
+        assert ks.units == gs.units == {"act1:output": 4, "act2:output": 6, "extra:output": 10}[name]
+        assert ks.mean == pytest.approx(gs.mean, rel=1e-4, abs=1e-6)
+        assert ks.std == pytest.approx(gs.std, rel=1e-4)
+        assert ks.saturated == gs.saturated and ks.dead == gs.dead == [None] * len(ks.steps)
+    assert any(v and v > 0 for v in k.sites["act2:output"].saturated)        # saturation was counted
+    for key in ("grad_norm", "lr/0", "lr/1"):
+        assert [v for _, v in k.series(key)] == pytest.approx([v for _, v in g.series(key)], rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["rectifier", "sigmoid", "tanh", "other"])
+def test_the_kernel_sites_equal_the_numpy_path(kind: str) -> None:
+    """The kernel's site figures against `site_stats` on the same values: a 2-D output, a conv output
+    (channels are the units), two calls in one step, and a float64 transposed (non-contiguous) tensor
+    converted on the way; then the "fired within the window" count over three steps."""
+    from neurodbg.train import watch_kernel
+    from neurodbg.train.site_stats import StepSums, read_step
+
+    sites = watch_kernel.KernelSites(watch_kernel.KERNEL.load(), {"flat": kind, "conv": kind}, [], [], 0)
+    g = torch.Generator().manual_seed(1)
+
+    def values(*shape: int) -> torch.Tensor:
+        x = torch.randn(*shape, generator=g) * 3
+        return torch.relu(x) if kind == "rectifier" else torch.sigmoid(x) if kind == "sigmoid" else \
+            torch.tanh(x) if kind == "tanh" else x
+
+    for now in range(3):
+        calls = {"flat": [values(16, 12), values(12, 16).double().t()], "conv": [values(4, 5, 3, 3)]}
+        calls["flat"][0][:, 2 + now] = 0.0
+        calls["flat"][1][:, 2 + now] = 0.0
+        if kind == "rectifier":
+            calls["conv"][0][:, 1 + now] = 0.0
+        numpy_path = {}
+        for name, xs in calls.items():
+            one = StepSums(kind, nonnegative=kind == "rectifier")      # type: ignore[arg-type]
+            for x in xs:
+                one.add(x.float().contiguous())
+                sites.add(name, x)
+            numpy_path[name] = read_step([one])[0]
+        sites.end_sites(now, window=2)
+        assert sites.ended is not None
+        for name, kind_, (total, squares, count, fired, saturated), bad, units in sites.ended.figures():
+            expected = numpy_path[name]
+            assert (kind_, units, bad, count) == (kind, {"flat": 12, "conv": 5}[name], 0, expected[2])
+            assert total == pytest.approx(expected[0], rel=1e-5) and squares == pytest.approx(expected[1], rel=1e-5)
+            assert saturated == expected[4]
+            if kind == "rectifier":      # a unit silent this step but not the one before still counts as fired
+                assert fired == (expected[3] if now == 0 else {"flat": 12, "conv": 5}[name])
+                assert expected[3] == {"flat": 11, "conv": 4}[name]
+            else:
+                assert fired == 0
+        sites.discard()

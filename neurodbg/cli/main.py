@@ -15,6 +15,7 @@ from neurodbg.cli import (
     diff_cmd,
     embed_cmd,
     inspect_cmd,
+    kernels_cmd,
     lens_cmd,
     models_cmd,
     moe_cmd,
@@ -48,6 +49,7 @@ app.command("embeddings")(embed_cmd.embeddings)
 app.command("consistency")(consistency_cmd.consistency)
 app.command("diff")(diff_cmd.diff)
 app.command("serve")(serve_cmd.serve)
+app.command("build-kernels")(kernels_cmd.build_kernels)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(corpus_cmd.app, name="corpus")
 app.add_typer(atlas_cmd.app, name="atlas")

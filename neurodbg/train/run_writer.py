@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from neurodbg.train.router_watch import RouterFigures
 from neurodbg.train.run_store import ParamRow, RouterRow, RunStore, ScalarRow, SiteRow
 from neurodbg.train.site_stats import Kind, StepSums, read_step, summarise
+from neurodbg.train.watch_kernel import RecordBlock, SiteBlock
 
 # (site, kind, (sum, sum of squares, values, fired units, saturated values) or the step's host-side
 # accumulator to read them from, non-finite values, units)
@@ -33,18 +34,18 @@ class RawStep(NamedTuple):
     weight_norms: list[float]        # empty on steps without weight figures
     update_norms: list[float]        # ‖Δw‖ per tensor; empty without an optimizer or weight figures
     lrs: list[float]
-    sites: list[SiteFigures]
+    sites: list[SiteFigures] | SiteBlock     # a block: the kernel's figures, expanded here (`watch_kernel`)
     routers: list[RouterFigures] = []     # noqa: RUF012 (a NamedTuple default, never mutated)
 
 
-Flush = tuple[list[RawStep], list[ScalarRow], dict[str, Any]]
+Flush = tuple[list[RawStep | RecordBlock], list[ScalarRow], dict[str, Any]]
 
 
 def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def step_rows(raw: list[RawStep], scalars: list[ScalarRow]
+def step_rows(raw: list[RawStep | RecordBlock], scalars: list[ScalarRow]
               ) -> tuple[list[tuple[int, float]], list[ScalarRow], list[ParamRow], list[SiteRow], list[RouterRow]]:
     """The run store's rows of some recorded steps (non-finite figures as NULL)."""
     steps: list[tuple[int, float]] = []
@@ -52,7 +53,7 @@ def step_rows(raw: list[RawStep], scalars: list[ScalarRow]
     out_scalars = list(scalars)
     params: list[ParamRow] = []
     sites: list[SiteRow] = []
-    for r in raw:
+    for r in (s for item in raw for s in (item.raw_steps() if isinstance(item, RecordBlock) else (item,))):
         steps.append((r.step, r.time))
         if r.grad_norm is not None:
             out_scalars.append((r.step, "grad_norm", _num(r.grad_norm)))
@@ -65,7 +66,7 @@ def step_rows(raw: list[RawStep], scalars: list[ScalarRow]
         grads: list[float | None] = list(r.grad_norms) if r.grad_norms else [None] * n
         params.extend((r.step, name, _num(g), _num(w), _num(u))
                       for name, g, w, u in zip(r.names, grads, weights, ratios, strict=True))
-        for name, kind, figures, bad, units in r.sites:
+        for name, kind, figures, bad, units in (r.sites if isinstance(r.sites, list) else r.sites.figures()):
             total, squares, count, fired, saturated = read_step([figures])[0] if isinstance(figures, StepSums) \
                 else figures
             mean, std, dead, sat = summarise(total, squares, count, fired, saturated, units, kind)

@@ -18,6 +18,12 @@ and update-to-weight ratio
 kept for every step. Rows are buffered and appended to the run's database every
 `flush_every` steps or `flush_seconds`.
 
+On a CPU with the C++ kernel built (`neurodbg build-kernels`; `watch_kernel`), each site's
+hook is one kernel call and a recorded step one more, before the update (the gradients are
+read from the parameters themselves); breakpoints, mixture-of-experts routers, a parameter
+without a gradient and other devices take the general path (`site_stats`, torch's fused
+norms), which records the same figures.
+
 The watcher observes only: its hooks return nothing and never touch the tensors they
 read, so a watched run is bit-identical to an unwatched one (tested). Its memory is
 one copy of the parameters (for ‖Δw‖, on recorded steps), a few numbers per site and
@@ -44,7 +50,9 @@ from neurodbg.errors import BreakpointHit, RunError
 from neurodbg.model import Model
 from neurodbg.sites.site import Site
 from neurodbg.trace.expert_sites import expert_neurons
+from neurodbg.train import watch_kernel
 from neurodbg.train.breakpoints import BreakOn, Hit, parse_break_on, save_snapshot
+from neurodbg.train.hook_slot import HookSlot
 from neurodbg.train.router_watch import RouterWatch
 from neurodbg.train.run_store import RunStore, ScalarRow
 from neurodbg.train.run_writer import RawStep, RunWriter, SiteFigures, step_rows
@@ -57,6 +65,7 @@ from neurodbg.train.site_stats import (
     kind_of,
     read_step,
 )
+from neurodbg.train.watch_kernel import RecordBlock, SiteBlock
 
 DENSE_START = 50       # steps whose weight norms and update ratios are recorded whenever the step is
 NEVER = -(2 ** 40)      # "last fired" of a unit that has not fired yet
@@ -110,6 +119,7 @@ class Watcher:
         # weights within a few steps
         self.weights_every = max(1, weights_every)
         self.params = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+        self._names, self._tensors = [name for name, _ in self.params], [p for _, p in self.params]
         if not self.params:
             raise RunError(f"{type(module).__name__} has no trainable parameters: there is no training to watch")
         self.break_on = parse_break_on(break_on)
@@ -127,19 +137,29 @@ class Watcher:
             raise RunError(f"run {self.store.directory} already holds {last + 1} steps; use another directory "
                            f"(or resume=True to continue it)")
         self.step = 0 if last is None else last + 1
-        self._site_handles: list[RemovableHandle] = []
-        self._site_hooks: list[tuple[nn.Module, bool, Callable[..., None]]] | None = None
+        self._site_slots: list[HookSlot] | None = None       # registered at the first arming, then put in and out
         self._handles: list[RemovableHandle] = []
         self._sums = {s.name: StepSums(self.kinds[s.name], isinstance(modules[s.module_path], NONNEGATIVE)
                                        and s.port == "output") for s in resolved}
+        # on a CPU the site figures and norms go through the C++ kernel where this machine has it built
+        kernel = watch_kernel.built() if all(p.device.type == "cpu" for _, p in self.params) else None
+        self._fast = watch_kernel.KernelSites(kernel, self.kinds, self._tensors, self._names,
+                                              len(optimizer.param_groups) if optimizer is not None else 0) \
+            if kernel is not None else None
+        # the usual recorded step goes whole into the kernel's recorder: one call before the update
+        self._lean = self._fast is not None and optimizer is not None and not self.break_on.any \
+            and not self.routers.taps
+        self._lean_step: bool | None = None     # this step went into the recorder (True: with weights)
+        self._lean_pending = 0                  # steps in the recorder since the last flush
         self._order: list[str] = []
         self._batch: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         self._extra: tuple[Any, ...] = ()
         self._in_step = False
-        self._root_handle: RemovableHandle | None = None
-        self._pre_handle: RemovableHandle | None = None
+        self._root_slots: list[HookSlot] | None = None       # the root's forward pre-hook, the optimizer's pre-hook
+        self._root_armed = False
         self._loss_before_update = True      # what the loop does, learned on steps the root hook sees
         self._snapshot: list[torch.Tensor] | None = None
+        self._step_figures: tuple[list[str], list[torch.Tensor], list[float], list[float], float | None] | None = None
         self._buffer: tuple[list[RawStep], list[ScalarRow]] = ([], [])
         self._last_flush = time.monotonic()
         self.recording = True
@@ -157,7 +177,7 @@ class Watcher:
     def __enter__(self) -> Watcher:
         self._writer = RunWriter(self.store)
         if self.optimizer is not None:
-            self._handles.append(self.optimizer.register_step_post_hook(self._on_step_post))
+            self._handles.append(self.optimizer.register_step_post_hook(self._after_update))
         self._arm()
         return self
 
@@ -166,9 +186,11 @@ class Watcher:
         self.close("broken" if isinstance(exc, BreakpointHit) else "finished" if exc is None else "failed")
 
     def close(self, status: str = "finished") -> None:
-        for handle in self._handles + self._site_handles + [h for h in (self._root_handle, self._pre_handle) if h]:
+        for handle in self._handles:
             handle.remove()
-        self._handles, self._site_handles, self._root_handle, self._pre_handle = [], [], None, None
+        for slot in (self._root_slots or []) + (self._site_slots or []):
+            slot.remove()
+        self._handles, self._root_slots, self._site_slots, self._root_armed = [], None, None, False
         self.routers.disarm()
         self._flush(final=True, status=status)
         if self._writer is not None:
@@ -182,7 +204,7 @@ class Watcher:
     def log(self, **values: float | torch.Tensor) -> None:
         """Scalars of the current step (`loss=…` before `optimizer.step()`, or of the step just taken when
         logged after it), or validation figures (`val_loss=…, val_acc=…`)."""
-        seen = self._root_handle is not None         # does the root hook tell whether a step is under way?
+        seen = self._root_armed         # does the root hook tell whether a step is under way?
         for key, raw in values.items():
             value = float(raw.detach().float().item()) if isinstance(raw, torch.Tensor) else float(raw)
             if key == "loss" and seen:
@@ -222,40 +244,30 @@ class Watcher:
         """Hooks exist only during recorded steps (and, for breakpoints, on every step, to keep each
         step's batch): other steps run the bare model."""
         root = self._recorded() or self.break_on.any
-        if root and self._root_handle is None:
-            self._root_handle = self.model.module.register_forward_pre_hook(self._on_forward, with_kwargs=True)
+        if root and self._root_slots is None:
+            self._root_slots = [HookSlot(self.model.module.register_forward_pre_hook(self._on_forward,
+                                                                                     with_kwargs=True))]
             if self.optimizer is not None:      # the gradients' figures, read before the update
-                self._pre_handle = self.optimizer.register_step_pre_hook(self._on_step_pre)
-        elif not root and self._root_handle is not None:
-            self._root_handle.remove()
-            self._root_handle = None
-            if self._pre_handle is not None:
-                self._pre_handle.remove()
-                self._pre_handle = None
+                self._root_slots.append(HookSlot(self.optimizer.register_step_pre_hook(self._on_step_pre)))
+        for slot in self._root_slots or []:
+            slot.set(root)
+        self._root_armed = root
         if self._recorded():
             self.routers.arm()
         else:
             self.routers.disarm()
         want = self._recorded() and bool(self.sites)
-        if want and not self._site_handles:
-            if self._site_hooks is None:        # built once: arming is then only the registrations
-                modules = dict(self.model.module.named_modules())
-                self._site_hooks = [(modules[site.module_path], site.port == "output",
-                                     self._site_hook(site) if site.port == "output" else self._site_input_hook(site))
-                                    for site in self.sites]
-            self._site_handles = [module.register_forward_hook(hook) if output
-                                  else module.register_forward_pre_hook(hook)
-                                  for module, output, hook in self._site_hooks]
-        elif not want and self._site_handles:
-            for handle in self._site_handles:
-                handle.remove()
-            self._site_handles = []
+        if want and self._site_slots is None:
+            modules = dict(self.model.module.named_modules())
+            self._site_slots = [HookSlot(modules[site.module_path].register_forward_hook(self._site_hook(site))
+                                         if site.port == "output" else
+                                         modules[site.module_path].register_forward_pre_hook(self._site_input_hook(site)))
+                                for site in self.sites]
+        for slot in self._site_slots or []:
+            slot.set(want)
 
     def _on_step_pre(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._end_of_step()
-
-    def _on_step_post(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self._after_update()
 
     def _on_forward(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if torch.is_grad_enabled():              # a training forward (evaluation runs under no_grad)
@@ -268,6 +280,9 @@ class Watcher:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             if torch.is_grad_enabled():
                 self._accumulate(site.name, _element(output, site))
+
+        if self._fast is not None and site.expert is None:
+            return self._fast.hook(site)
 
         def expert_hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
             if torch.is_grad_enabled():     # a routed expert's neurons, over the tokens it ran for
@@ -282,6 +297,9 @@ class Watcher:
         return hook
 
     def _accumulate(self, name: str, value: torch.Tensor) -> None:
+        if self._fast is not None:
+            self._fast.add(name, value)
+            return
         sums = self._sums[name]
         if not sums.calls:
             self._order.append(name)
@@ -301,32 +319,56 @@ class Watcher:
 
     def _end_of_step(self) -> None:
         """Before the optimizer applies the step: gradient figures, breakpoints, the weights' copy."""
-        recorded = self._recorded()
+        recorded = self.recording and self.step % self.every == 0
         if not recorded and not self.break_on.any:
             return
+        step = self.step
+        want_weights = recorded and (step < DENSE_START or (step // self.every) % self.weights_every == 0)
+        if self._lean and recorded and self._fast is not None and self.optimizer is not None \
+                and self._fast.record(step, self._records, self.dead_window, want_weights,
+                                      [group.get("lr", math.nan) for group in self.optimizer.param_groups]):
+            self._lean_step = want_weights
+            return
         names, params, grads = self._grads()
-        want_weights = recorded and bool(params) and (self.step < DENSE_START
-                                                       or (self.step // self.every) % self.weights_every == 0)
-        norms = _norms(grads + params if want_weights else grads) if grads or want_weights else []   # one call
-        weights = norms[len(grads):]
-        norms = norms[:len(grads)]
-        global_norm = math.sqrt(math.fsum(n * n for n in norms)) if grads else None
-        if self.break_on.any:
-            self._check_step(names, norms, global_norm)
+        want_weights = want_weights and bool(params)
+        tensors = grads + params if want_weights else grads
+        found = self._norms(tensors) if tensors else []       # one call
         if want_weights and self.optimizer is not None:
             with torch.no_grad():
                 if self._snapshot is None or len(self._snapshot) != len(params):
                     self._snapshot = [torch.empty_like(p) for p in params]
                 torch._foreach_copy_(self._snapshot, params)
+        if self._fast is not None and recorded:
+            self._fast.end_sites(self._records, self.dead_window)
+        norms, weights = found[:len(grads)], found[len(grads):]
+        global_norm = math.hypot(*norms) if grads else None
+        if self.break_on.any:
+            self._check_step(names, norms, global_norm)
         if recorded:
             self._step_figures = (names, params, norms, weights, global_norm)
 
-    def _after_update(self) -> None:
-        """After the optimizer's update: update ratios, the step's rows, the next step."""
-        was_recorded = self._recorded()
-        if was_recorded and hasattr(self, "_step_figures"):
+    def _after_update(self, *_: Any) -> None:
+        """After the optimizer's update (its post-hook): update ratios, the step's rows, the next step."""
+        step, every = self.step, self.every
+        if step % every and (step + 1) % every and not self.break_on.any:
+            # a step between recorded ones, before another such: nothing was hooked, nothing is kept
+            self.step, self._extra = step + 1, ()
+            if self._buffer[1] and time.monotonic() - self._last_flush >= self.flush_seconds:
+                self._flush()
+            return
+        was_recorded = self.recording and step % every == 0
+        if self._lean_step is not None:
+            if self._lean_step:
+                self._fast.rec.record_deltas()      # type: ignore[union-attr]
+            self._lean_step = None
+            self._records += 1
+            self._lean_pending += 1
+        elif was_recorded and self._step_figures is not None:
             self._record_step()
-        self.routers.take()         # a step recorded without its figures must not leak into the next
+        if self.routers.taps:
+            self.routers.take()     # a step recorded without its figures must not leak into the next
+        if self._fast is not None and was_recorded:
+            self._fast.discard()
         if self._order:
             for name in self._order:            # a fresh one: the writer may still read the old
                 self._sums[name] = self._sums[name].fresh()
@@ -335,24 +377,28 @@ class Watcher:
         self._extra = ()
         self.step += 1
         if self.recording:
-            if was_recorded or self._recorded():
+            if was_recorded != self._recorded():     # hooks change only where recording starts or stops
                 self._arm()
-            if len(self._buffer[0]) >= self.flush_every or (self._buffer[1] and time.monotonic() - self._last_flush
-                                                            >= self.flush_seconds):
+            if len(self._buffer[0]) + self._lean_pending >= self.flush_every or \
+                    (self._buffer[1] and time.monotonic() - self._last_flush >= self.flush_seconds):
                 self._flush()
 
     def _record_step(self) -> None:
         """Keep the step's figures as they are; the writer thread turns them into rows (`step_rows`)."""
+        assert self._step_figures is not None
         names, params, gnorms, wnorms, global_norm = self._step_figures
-        del self._step_figures
-        deltas: list[float] = []
-        if wnorms and self._snapshot is not None and self.optimizer is not None:
+        self._step_figures = None
+        deltas: list[float] | None = None
+        if wnorms and self.optimizer is not None and self._snapshot is not None:
             with torch.no_grad():
-                deltas = _norms(torch._foreach_sub(params, self._snapshot))
+                deltas = self._norms(torch._foreach_sub(params, self._snapshot))
         lrs = [float(group.get("lr", math.nan)) for group in self.optimizer.param_groups] \
             if self.optimizer is not None else []
         sites: list[SiteFigures] = []
-        if self._order:
+        block: SiteBlock | None = None
+        if self._fast is not None:
+            block, self._fast.ended = self._fast.ended, None
+        elif self._order:
             sums = [self._sums[n] for n in self._order]
             for name, one in zip(self._order, sums, strict=True):
                 one.peak = self._fired_in_window(name, one.peak)
@@ -371,8 +417,8 @@ class Watcher:
                     if not (math.isfinite(figures[0]) and math.isfinite(figures[1])):
                         figures, bad = _finite_figures(one, figures)
                     sites.append((name, self.kinds[name], figures, bad, one.units))
-        self._buffer[0].append(RawStep(self.step, time.time(), global_norm, names, gnorms, wnorms, deltas, lrs,
-                                       sites, self.routers.take()))
+        self._buffer[0].append(RawStep(self.step, time.time(), global_norm, names, gnorms, wnorms, deltas or [], lrs,
+                                       block or sites, self.routers.take() if self.routers.taps else []))
         self._records += 1
 
     def _fired_in_window(self, name: str, peak: np.ndarray | torch.Tensor | None) -> np.ndarray | torch.Tensor | None:
@@ -394,6 +440,13 @@ class Watcher:
             fired = (last > now - self.dead_window).astype(np.float32)
         self._last_fired[name] = last
         return fired
+
+    def _norms(self, tensors: Sequence[torch.Tensor]) -> list[float]:
+        if self._fast is not None:
+            norms = self._fast.norms(list(tensors))
+            if norms is not None:
+                return norms
+        return _norms(tensors)
 
     # -- breakpoints --------------------------------------------------------------------------
     def _check_loss(self, value: float, step: int, *, after: bool) -> None:
@@ -420,6 +473,8 @@ class Watcher:
 
     def _first_bad_site(self) -> str | None:
         """The first site, in forward order, with a NaN or infinity in its output this step."""
+        if self._fast is not None:
+            return self._fast.first_nonfinite()
         if not self._order:
             return None
         figures = read_step([self._sums[n] for n in self._order])
@@ -479,9 +534,14 @@ class Watcher:
     # -- storage ------------------------------------------------------------------------------
     def _flush(self, *, final: bool = False, status: str | None = None) -> None:
         """Hand the buffered figures to the writer thread (or write them here when it is not running)."""
-        raw, scalars = self._buffer
+        raw: list[RawStep | RecordBlock]
+        raw, scalars = self._buffer     # type: ignore[assignment]
         self._buffer = ([], [])
         self._last_flush = time.monotonic()
+        if self._fast is not None and self._lean_pending:
+            block = self._fast.take()
+            raw = [*raw, block] if block is not None else raw
+            self._lean_pending = 0
         if not self.recording and not final:
             return
         meta = {"status": status} if status else {}
@@ -504,9 +564,8 @@ class Watcher:
                           f"training goes on", RuntimeWarning, stacklevel=3)
         self.recording = False
         self.routers.disarm()
-        for handle in self._site_handles:
-            handle.remove()
-        self._site_handles = []
+        for slot in self._site_slots or []:
+            slot.detach()
 
 
 def _finite_figures(one: StepSums, figures: tuple[float, float, int, int, float | None] | None = None
