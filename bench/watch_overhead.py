@@ -18,7 +18,7 @@ stored, no learning rates, weights or breakpoints.
     digits MLP (64-256-256-10, ReLU, Adam, batch 128)      --model digits (default)
     the default model fine-tuned (SmolLM2-135M, AdamW, batch 4 x 128)   --model default
 
-    .venv/bin/python bench/watch_overhead.py [--model digits|default] [--rounds 15] [--steps 20] [--floor]
+    .venv/bin/python bench/watch_overhead.py [--model digits|default] [--rounds 40] [--steps 20] [--floor]
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def floor(args: argparse.Namespace) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=("digits", "default"), default="digits")
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--every", default="1,10")
     parser.add_argument("--json", action="store_true")
@@ -150,8 +150,9 @@ def main() -> None:
                     ratios.append(b / a)
                     plain_times.append(a / args.steps)
             sites = len(watcher.sites)
+            path = "C++ kernel" if watcher._lean else "general path"
         results[every] = {"ratio": statistics.median(ratios), "plain_step_ms": 1000 * statistics.median(plain_times),
-                          "sites": sites, "what": what}
+                          "sites": sites, "what": what, "path": path}
     if args.floor and args.model == "digits":
         results["floor"] = {"ratio": floor(args)}
     if args.json:
@@ -163,7 +164,7 @@ def main() -> None:
         target = 1.10 if every == 1 else 1.02
         verdict = "meets" if r["ratio"] <= target else "MISSES"
         print(f"{r['what']}: every={every}: watched / unwatched step = {r['ratio']:.3f} (plain step "
-              f"{r['plain_step_ms']:.2f} ms, {r['sites']} sites)  [target <= {target}: {verdict}]")
+              f"{r['plain_step_ms']:.2f} ms, {r['sites']} sites, {r['path']})  [target <= {target}: {verdict}]")
 
 
 if __name__ == "__main__":

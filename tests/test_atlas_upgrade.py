@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 from legacy_fixture import CORPUS, DATA, legacy_model, legacy_settings
 
@@ -125,11 +126,31 @@ def test_a_legacy_checkpoint_resumes_to_the_atlas_a_fresh_scan_makes(model, tmp_
     fresh = scan(model, source, tmp_path / "fresh", legacy_settings(), progress=False)
     assert fresh.sequences == resumed.sequences
     a, b = _digest(partial / "atlas.db"), _digest(tmp_path / "fresh" / "atlas.db")
-    for table in ("exemplars", "sequences"):
-        assert a[table] == b[table], table
+    assert a["sequences"] == b["sequences"]
+    # the checkpoint's statistics came from the machine that made the fixture, whose float rounding may
+    # differ from this one's in the last bits: the same exemplars (neuron, kind, rank, sequence), their
+    # values equal up to that rounding (a resume on one machine is bit-exact: test_scan)
+    ex_a, ex_b = _exemplars(partial), _exemplars(tmp_path / "fresh")
+    assert ex_a.keys() == ex_b.keys()
+    for key, (value, acts) in ex_a.items():
+        assert value == pytest.approx(ex_b[key][0], rel=1e-5, abs=1e-6), key
+        assert np.allclose(acts, ex_b[key][1], rtol=2e-3, atol=1e-3), key
     store_a, store_b = AtlasStore.open(partial), AtlasStore.open(tmp_path / "fresh")
     for layer, neuron in ((0, 0), (1, 23)):
         ra, rb = records.neuron(store_a, layer, neuron), records.neuron(store_b, layer, neuron)
-        assert ra.quantiles == rb.quantiles and ra.hist == rb.hist and ra.exemplars == rb.exemplars
-        assert ra.mean == pytest.approx(rb.mean, rel=1e-12) and ra.std == pytest.approx(rb.std, rel=1e-12)
+        assert ra.quantiles == pytest.approx(rb.quantiles, rel=1e-4, abs=1e-5)
+        assert sum(ra.hist) == sum(rb.hist) and sum(abs(x - y) for x, y in zip(ra.hist, rb.hist, strict=True)) <= 2
+        assert {k: [(e.rank, e.seq_index) for e in v] for k, v in ra.exemplars.items()} == \
+            {k: [(e.rank, e.seq_index) for e in v] for k, v in rb.exemplars.items()}
+        assert ra.mean == pytest.approx(rb.mean, rel=1e-6) and ra.std == pytest.approx(rb.std, rel=1e-6)
     assert store_a.get("corpus_fingerprint") == store_b.get("corpus_fingerprint")
+
+
+def _exemplars(atlas: Path) -> dict[tuple[object, ...], tuple[float, np.ndarray]]:
+    """(layer, neuron, kind, rank, sequence) -> (value, per-token activations as float32)."""
+    conn = sqlite3.connect(atlas / "atlas.db")
+    try:
+        return {(layer, neuron, kind, rank, seq): (value, np.frombuffer(acts, dtype=np.float16).astype(np.float32))
+                for layer, neuron, kind, rank, seq, value, acts in conn.execute("SELECT * FROM exemplars")}
+    finally:
+        conn.close()

@@ -57,6 +57,11 @@ def test_maximising_a_class_makes_the_model_see_it(digits) -> None:
     assert result.image.shape == (1, 8, 8) and float(result.image.min()) >= 0 and float(result.image.max()) <= 1
     again = maximize(digits, "logits", 3, target="class", steps=96)
     assert torch.equal(again.image, result.image)                 # seeded: the same picture
+    for digit in range(10):                                       # every class, as the issue asks
+        picture = maximize(digits, "logits", digit, target="class", steps=96).image
+        with torch.no_grad():
+            probs = torch.softmax(digits.module(picture[None])[0], -1)
+        assert int(probs.argmax()) == digit and float(probs[digit]) >= 0.9, (digit, probs.tolist())
 
 
 def test_maximising_a_channel_and_a_unit(digits) -> None:

@@ -10,9 +10,11 @@ al., "Feature Visualization", Distill 2017):
   in a decorrelated colour basis (ImageNet's colour correlations); a sigmoid maps
   it into [0, 1] pixels;
 - transformation robustness: every step sees the image randomly jittered, scaled
-  and rotated (torchvision's differentiable `affine`), so the objective cannot
+  and rotated — one sampling grid per step, drawn 64 steps at a time, and one
+  differentiable `grid_sample` reflecting at the border — so the objective cannot
   rely on one exact pixel grid;
-- a total-variation penalty against speckle.
+- a total-variation penalty against speckle (one convolution over the image's
+  2x2 neighbourhoods).
 
 The optimisation runs in [0, 1] pixel space; the model gets what its own
 preprocessing would hand it (its normalisation, read by `input_spec`). The
@@ -22,12 +24,12 @@ starting image and on mid-grey."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch.optim.adam import adam
 
 from neurodbg.errors import ImageError, NeuronIndexError
 from neurodbg.model import Model
@@ -113,51 +115,99 @@ class FourierImage(torch.nn.Module):
         return torch.sigmoid(image)
 
 
-def _robust(image: torch.Tensor, generator: torch.Generator, *, jitter: int, scales: tuple[float, float],
-            degrees: float, functional: Any) -> torch.Tensor:
-    """The image randomly jittered (by reflection padding and a random crop back), scaled and rotated
-    (`functional`: torchvision's transforms.v2.functional)."""
-    TF = functional
-    size = image.shape[-1]
-    if jitter:
-        padded = torch.nn.functional.pad(image, (jitter,) * 4, mode="reflect")
-        dy, dx = (int(v) for v in torch.randint(0, 2 * jitter + 1, (2,), generator=generator))
-        image = padded[..., dy:dy + size, dx:dx + size]
-    scale = float(scales[0] + (scales[1] - scales[0]) * torch.rand((), generator=generator))
-    angle = float(degrees * (2 * torch.rand((), generator=generator) - 1))
-    return TF.affine(image, angle=angle, translate=[0, 0], scale=scale, shear=[0.0, 0.0],
-                     interpolation=TF.InterpolationMode.BILINEAR)
+GRID_CHUNK = 64          # steps whose sampling grids are drawn at once (224 px: ~26 MB)
+
+
+def transform_grids(steps: int, channels: int, size: int, generator: torch.Generator, *, jitter: int,
+                    scales: tuple[float, float], degrees: float) -> torch.Tensor:
+    """Each step's random view of the image as one sampling grid [steps, size, size, 2]: a shift of
+    up to `jitter` pixels, a scale in `scales` and a rotation within ±`degrees` about the centre
+    (what `grid_sample` reads, reflecting at the border, so the view has no blank corners)."""
+    r = torch.rand((steps, 4), generator=generator, dtype=torch.float64)
+    shift = torch.floor(r[:, :2] * (2 * jitter + 1)) - jitter          # whole pixels, as a crop would
+    scale = scales[0] + (scales[1] - scales[0]) * r[:, 2]
+    angle = torch.deg2rad(degrees * (2 * r[:, 3] - 1))
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, 2 * shift[:, 0] / size], 1),
+                         torch.stack([sin, cos, 2 * shift[:, 1] / size], 1)], 1).float()
+    return torch.nn.functional.affine_grid(theta, [steps, channels, size, size], align_corners=False)
 
 
 def total_variation(image: torch.Tensor) -> torch.Tensor:
+    """The mean absolute difference between neighbouring pixels, across and down."""
     return (image[..., 1:, :] - image[..., :-1, :]).abs().mean() + (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
 
 
-def _objective(model: Model, spec: InputSpec, site: str, target: Target, index: int,
-               position: list[int] | None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """pixels [N, C, H, W] in [0, 1] -> the objective per image [N]."""
-    resolved = model.site(site)
+def variation_kernel(weight: float) -> torch.Tensor:
+    """`weight` × the total variation as one convolution: over each 2x2 neighbourhood, the difference
+    across and the difference down ([2, 1, 2, 2]; their absolute values' mean, times two, is the
+    total variation of the image less its last row's across and last column's down differences)."""
+    across = torch.tensor([[-1.0, 1.0], [0.0, 0.0]])
+    down = torch.tensor([[-1.0, 0.0], [1.0, 0.0]])
+    return (2 * weight) * torch.stack([across, down])[:, None]
 
-    def objective(pixels: torch.Tensor) -> torch.Tensor:
-        seen: list[torch.Tensor] = []            # a sink gets the site's tensor with its graph (captures detach)
-        with model.trace(capture=[resolved.name], sink=lambda name, value: seen.append(value),
-                         stop_early=True) as tr:
-            tr.forward(spec.normalise(pixels), grad=torch.is_grad_enabled())
-        value = seen[0]
-        if target == "class" or value.dim() == 2:             # [N, units]
+
+class _Adam:
+    """Adam on the one image tensor through torch's own update (`torch.optim.adam.adam`, fused: one
+    kernel), without `Optimizer.step`'s bookkeeping around it (~0.1 ms a step, as much as the digits
+    CNN's forward pass); the gradient is consumed, as `zero_grad` would."""
+
+    def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.param, self.lr, self.betas, self.eps = param, lr, betas, eps
+        self.m, self.v = torch.zeros_like(param), torch.zeros_like(param)
+        self.steps = torch.zeros((), dtype=torch.float32)
+
+    def step(self) -> None:
+        grad, self.param.grad = self.param.grad, None
+        assert grad is not None
+        with torch.no_grad():
+            adam([self.param], [grad], [self.m], [self.v], [], [self.steps], fused=True,
+                                  amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
+                                  weight_decay=0.0, eps=self.eps, maximize=False)
+
+
+class _Objective:
+    """pixels [N, C, H, W] in [0, 1] -> the objective per image [N], through one trace kept open for
+    the whole ascent (its hooks installed once, not per step)."""
+
+    def __init__(self, model: Model, spec: InputSpec, site: str, target: Target, index: int,
+                 position: list[int] | None) -> None:
+        self.model, self.spec, self.target, self.index, self.position = model, spec, target, index, position
+        self.resolved = model.site(site)
+        self.seen: list[torch.Tensor] = []      # a sink gets the site's tensor with its graph (captures detach)
+        self.trace = model.trace(capture=[self.resolved.name], sink=lambda name, value: self.seen.append(value),
+                                 stop_early=True)
+        # the model's normalisation as one multiply-add, its constants made once
+        self.affine = None if spec.mean is None or spec.std is None else \
+            (-torch.tensor(spec.mean).view(1, -1, 1, 1) / torch.tensor(spec.std).view(1, -1, 1, 1),
+             1 / torch.tensor(spec.std).view(1, -1, 1, 1))
+
+    def __enter__(self) -> _Objective:
+        self.trace.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.trace.__exit__(None, None, None)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.seen.clear()
+        model_input = pixels if self.affine is None else torch.addcmul(self.affine[0], pixels, self.affine[1])
+        self.trace.forward(model_input, grad=torch.is_grad_enabled())
+        value, index, resolved = self.seen[0], self.index, self.resolved
+        if self.target == "class" or value.dim() == 2:             # [N, units]
             if index >= value.shape[-1]:
-                raise NeuronIndexError(f"{'class' if target == 'class' else 'unit'} {index} out of range for "
-                                       f"{resolved.name} (0-{value.shape[-1] - 1})")
+                raise NeuronIndexError(f"{'class' if self.target == 'class' else 'unit'} {index} out of range "
+                                       f"for {resolved.name} (0-{value.shape[-1] - 1})")
             return value[:, index]
         maps = value if resolved.channel_axis == 1 and value.dim() == 4 else value.transpose(1, 2)  # [N, C, ...]
         if index >= maps.shape[1]:
             raise NeuronIndexError(f"channel {index} out of range for {resolved.name} (0-{maps.shape[1] - 1})")
         channel = maps[:, index]
-        if target == "channel":
+        if self.target == "channel":
             return channel.flatten(1).mean(1)
-        flat_position = _flat_position(position, channel.shape[1:], resolved.name)
+        flat_position = _flat_position(self.position, channel.shape[1:], resolved.name)
         return channel.flatten(1)[:, flat_position]
-    return objective
 
 
 def _flat_position(position: list[int] | None, shape: torch.Size, site: str) -> int:
@@ -184,18 +234,11 @@ def maximize(model: Model, site: str, index: int, *, target: Target = "channel",
         raise ImageError("steps must be at least 1")
     if target not in ("channel", "unit", "class"):
         raise ImageError(f"unknown target {target!r}; choose channel, unit or class")
-    import importlib
-
-    from neurodbg.vision.torchvision_import import import_torchvision
-
-    import_torchvision()
-    functional = importlib.import_module("torchvision.transforms.v2.functional")
     spec = input_spec(model, size=size)
-    objective = _objective(model, spec, "logits" if target == "class" else site, target, index, position)
     generator = torch.Generator().manual_seed(seed)
     image = FourierImage(spec.channels, spec.size, decay=decay, generator=generator)
     shift = max(1, round(spec.size / 16)) if jitter is None else jitter
-    optimiser = torch.optim.Adam(image.parameters(), lr=lr)
+    optimiser = _Adam(image.spectrum, lr)
     was_training = model.module.training
     model.module.eval()
     frozen = [p for p in model.module.parameters() if p.requires_grad]
@@ -203,22 +246,30 @@ def maximize(model: Model, site: str, index: int, *, target: Target = "channel",
         p.requires_grad_(False)                  # gradients for the image only
     curve: list[float] = []
     try:
-        with torch.no_grad():
-            start = float(objective(image())[0])
-            grey = float(objective(torch.full((1, spec.channels, spec.size, spec.size), 0.5))[0])
-        for step in range(steps):
-            pixels = image()
-            seen = _robust(pixels, generator, jitter=shift, scales=scales, degrees=degrees, functional=functional)
-            value = objective(seen)[0]
-            loss = -value + tv_weight * total_variation(pixels)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            if step % 8 == 0 or step == steps - 1:
-                curve.append(float(value.detach()))
-        with torch.no_grad():
-            final = image()[0].detach()
-            reached = float(objective(final[None])[0])
+        with _Objective(model, spec, "logits" if target == "class" else site, target, index, position) as objective:
+            with torch.no_grad():
+                start = float(objective(image())[0])
+                grey = float(objective(torch.full((1, spec.channels, spec.size, spec.size), 0.5))[0])
+            grids = torch.empty(0)
+            kernel = variation_kernel(tv_weight)
+            for step in range(steps):
+                if step % GRID_CHUNK == 0:
+                    grids = transform_grids(min(GRID_CHUNK, steps - step), spec.channels, spec.size, generator,
+                                            jitter=shift, scales=scales, degrees=degrees)
+                pixels = image()
+                seen = torch.nn.functional.grid_sample(pixels, grids[step % GRID_CHUNK][None], mode="bilinear",
+                                                       padding_mode="reflection", align_corners=False)
+                value = objective(seen)[0]
+                c = pixels.shape[1]      # the penalty: one convolution of the channels as a batch, |.|, mean
+                variation = torch.nn.functional.conv2d(pixels.view(c, 1, *pixels.shape[2:]), kernel).abs().mean()
+                loss = variation - value
+                loss.backward()
+                optimiser.step()
+                if step % 8 == 0 or step == steps - 1:
+                    curve.append(float(value.detach()))
+            with torch.no_grad():
+                final = image()[0].detach()
+                reached = float(objective(final[None])[0])
     finally:
         for p in frozen:
             p.requires_grad_(True)
