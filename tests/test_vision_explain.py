@@ -19,7 +19,7 @@ from neurodbg.errors import ImageError, NeuronIndexError
 from neurodbg.vision.attribution import attribute
 from neurodbg.vision.images import batch_of
 from neurodbg.vision.input_spec import input_spec
-from neurodbg.vision.maximize import FourierImage, maximize
+from neurodbg.vision.maximize import FourierImage, Variation, maximize
 
 NEURODBG = str(Path(sys.executable).with_name("neurodbg"))
 
@@ -87,6 +87,24 @@ def test_maximising_on_a_colour_model_goes_through_its_normalisation() -> None:
     assert result.objective == pytest.approx(channel_mean(model, "layer2.0", normalised, 7), rel=1e-5)
     image = FourierImage(3, 16, generator=torch.Generator().manual_seed(0))().detach()
     assert image.shape == (1, 3, 16, 16) and float(image.min()) >= 0 and float(image.max()) <= 1
+
+
+def test_the_small_image_shortcuts_equal_their_definitions() -> None:
+    """A small image's Fourier synthesis as one matrix product equals the FFT path, and the total
+    variation (matrix for small images, convolution for large ones) equals its definition by slicing."""
+    for channels, size in ((1, 8), (3, 16)):
+        image = FourierImage(channels, size, generator=torch.Generator().manual_seed(0))
+        assert image.synthesis is not None
+        with torch.no_grad():
+            assert torch.allclose(image(), torch.sigmoid(image._linear(image.spectrum)), atol=1e-6)
+    assert FourierImage(3, 64, generator=torch.Generator().manual_seed(0)).synthesis is None
+    for channels, size, small in ((1, 8, True), (3, 16, True), (3, 64, False)):
+        variation = Variation(channels, size, 0.05)
+        assert (variation.matrix is not None) == small
+        x = torch.rand(1, channels, size, size, generator=torch.Generator().manual_seed(1))
+        across = (x[..., :-1, 1:] - x[..., :-1, :-1]).abs().mean()
+        down = (x[..., 1:, :-1] - x[..., :-1, :-1]).abs().mean()
+        assert float(variation(x)) == pytest.approx(0.05 * float(across + down), rel=1e-5)
 
 
 def test_maximisation_bad_input(digits) -> None:
