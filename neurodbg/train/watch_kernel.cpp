@@ -231,21 +231,6 @@ std::vector<double> norms(const std::vector<at::Tensor>& tensors) {
   return out;
 }
 
-// ‖params[i] - snapshot[i]‖ for each tensor: the size of the update just applied.
-std::vector<double> delta_norms(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& snapshot) {
-  TORCH_CHECK(params.size() == snapshot.size(), "delta_norms: one snapshot per tensor");
-  for (size_t i = 0; i < params.size(); ++i) {
-    check_floats(params[i], "delta_norms");
-    check_floats(snapshot[i], "delta_norms");
-    TORCH_CHECK(params[i].numel() == snapshot[i].numel(), "delta_norms: a snapshot of another size");
-  }
-  std::vector<double> out;
-  out.reserve(params.size());
-  for (size_t i = 0; i < params.size(); ++i)
-    out.push_back(std::sqrt(squares(params[i].data_ptr<float>(), snapshot[i].data_ptr<float>(), params[i].numel())));
-  return out;
-}
-
 // The watcher's state on the C++ side: each watched site's step (sums, each rectifier unit's
 // largest value, its last recorded step with a firing) and, for the usual recorded step, the
 // whole record — gradient norms read from the parameters' own .grad, weight norms and the copy
@@ -442,7 +427,6 @@ class Recorder {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("norms", &norms);
-  m.def("delta_norms", &delta_norms);
   py::class_<Recorder>(m, "Recorder")
       .def(py::init<std::vector<at::Tensor>, std::vector<int64_t>, int64_t>())
       .def("width", &Recorder::width)
