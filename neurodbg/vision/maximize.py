@@ -153,11 +153,6 @@ def transform_grids(steps: int, channels: int, size: int, generator: torch.Gener
     return torch.nn.functional.affine_grid(theta, [steps, channels, size, size], align_corners=False)
 
 
-def total_variation(image: torch.Tensor) -> torch.Tensor:
-    """The mean absolute difference between neighbouring pixels, across and down."""
-    return (image[..., 1:, :] - image[..., :-1, :]).abs().mean() + (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
-
-
 class Variation:
     """`weight` × the total variation of [1, C, H, W] pixels over their 2x2 neighbourhoods: the mean
     absolute difference across and down (the total variation less the last row's across and the last
