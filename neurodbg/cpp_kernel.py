@@ -1,7 +1,7 @@
-"""Build-once C++ kernels (the scan's layer kernel, the training watcher's): a source file
-compiled with torch's C++ extension loader (a C++ compiler and ninja) for this machine's
-vector instructions and torch version, kept under $NEURODBG_HOME/kernels and imported
-from there by later processes.
+"""Build-once C++ kernels (the scan's layer kernel, the training watcher's, activation
+maximisation's): a source file compiled with torch's C++ extension loader (a C++ compiler
+and ninja) for this machine's vector instructions and torch version, kept under
+$NEURODBG_HOME/kernels and imported from there by later processes.
 
 A build runs in a directory of the process's own and moves the library into place in
 one rename: torch's loader builds under a lock file in a shared directory and waits for
@@ -104,9 +104,10 @@ def build_all() -> list[tuple[str, str | None]]:
     not) for each that cannot be (the code beside each kernel then runs without it)."""
     from neurodbg.scan import layer_kernel
     from neurodbg.train import watch_kernel
+    from neurodbg.vision import small_ascent
 
     out: list[tuple[str, str | None]] = []
-    for kernel in (layer_kernel.KERNEL, watch_kernel.KERNEL):
+    for kernel in (layer_kernel.KERNEL, watch_kernel.KERNEL, small_ascent.KERNEL):
         try:
             kernel.load()
             out.append((kernel.what, None))

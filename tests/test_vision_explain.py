@@ -107,6 +107,75 @@ def test_the_small_image_shortcuts_equal_their_definitions() -> None:
         assert float(variation(x)) == pytest.approx(0.05 * float(across + down), rel=1e-5)
 
 
+def _definition_loss(image: FourierImage, spectrum: torch.Tensor, grid: torch.Tensor, weight: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A step's view and loss from the definitions: the FFT synthesis, `grid_sample` with reflection,
+    the total variation by slicing, and a nonlinear stand-in objective."""
+    pixels = torch.sigmoid(image._linear(spectrum))
+    seen = torch.nn.functional.grid_sample(pixels, grid[None], mode="bilinear", padding_mode="reflection",
+                                           align_corners=False)
+    across = (pixels[..., :-1, 1:] - pixels[..., :-1, :-1]).abs().mean()
+    down = (pixels[..., 1:, :-1] - pixels[..., :-1, :-1]).abs().mean()
+    return seen, 0.05 * (across + down) - torch.tanh(seen * weight).sum()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_small_image_step_equals_autograd_through_the_definitions(channels: int) -> None:
+    """A small image's step outside autograd (`SmallAscent`: its view as matrix products, the loss's
+    gradient by hand) gives the view and the spectrum's gradient that autograd gives through the
+    definitions; the C++ kernel's steps, Adam included, follow the tensor operations' with torch's Adam."""
+    from neurodbg.vision.adam_step import AdamStep
+    from neurodbg.vision.maximize import transform_grids
+    from neurodbg.vision.small_ascent import KERNEL, SmallAscent
+
+    generator = torch.Generator().manual_seed(3)
+    image = FourierImage(channels, 8, generator=generator)
+    with torch.no_grad():
+        image.spectrum.mul_(100)        # pixels well away from mid-grey, differences of both signs
+    variation = Variation(channels, 8, 0.05)
+    grids = transform_grids(6, channels, 8, generator, jitter=1, scales=(0.8, 1.2), degrees=20)
+    weight = torch.randn((1, channels, 8, 8), generator=generator)
+
+    def objective_gradient(seen: torch.Tensor) -> torch.Tensor:
+        return torch.autograd.grad(torch.tanh(seen * weight).sum(), seen)[0]
+
+    small = SmallAscent.of(image.synthesis, variation.matrix, image.spectrum, channels, 8,
+                           AdamStep(image.spectrum, 0.05), 64)
+    assert small is not None
+    small.kernel = None                 # the tensor operations
+    small.views(grids)
+    for step in range(len(grids)):
+        spectrum = image.spectrum.detach().clone().requires_grad_(True)
+        seen_ref, loss = _definition_loss(image, spectrum, grids[step], weight)
+        (expected,) = torch.autograd.grad(loss, spectrum)
+        seen = small.model_input(step)
+        assert torch.allclose(seen, seen_ref, atol=1e-6)
+        got = small.gradient(step, objective_gradient(seen))
+        assert torch.allclose(got, expected, atol=1e-6, rtol=1e-4), float((got - expected).abs().max())
+
+    # the kernel against the tensor operations (and torch.optim.Adam), six steps from one start
+    module = KERNEL.load()
+    start = image.spectrum.detach().clone()
+    spectra = [torch.nn.Parameter(start.clone()) for _ in range(3)]
+    by_ops = SmallAscent(image.synthesis, variation.matrix, spectra[0], channels, 8, AdamStep(spectra[0], 0.05))
+    by_kernel = SmallAscent(image.synthesis, variation.matrix, spectra[1], channels, 8, AdamStep(spectra[1], 0.05),
+                            kernel=module)
+    adam = torch.optim.Adam([spectra[2]], lr=0.05, fused=True)
+    for ascent in (by_ops, by_kernel):
+        ascent.views(grids)
+    for step in range(len(grids)):
+        seen_ops, seen_kernel = by_ops.model_input(step), by_kernel.model_input(step)
+        assert torch.allclose(seen_kernel, seen_ops, atol=1e-6)
+        grad_input = objective_gradient(seen_ops)
+        spectra[2].grad = by_ops.gradient(step, grad_input)
+        adam.step()
+        by_ops.step(step, grad_input)
+        by_kernel.step(step, objective_gradient(seen_kernel))
+        assert torch.equal(spectra[0], spectra[2])         # the same fused update kernel
+        assert torch.allclose(spectra[1], spectra[0], atol=1e-5), float((spectra[1] - spectra[0]).abs().max())
+        assert not torch.equal(spectra[1], start)
+
+
 def test_maximisation_bad_input(digits) -> None:
     with pytest.raises(NeuronIndexError, match="channel 64 out of range"):
         maximize(digits, "stages.1.blocks.1.out", 64, steps=1)

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch.optim.adam import adam
 
 from neurodbg.errors import ImageError, NeuronIndexError
 from neurodbg.model import Model
+from neurodbg.vision.adam_step import AdamStep
 from neurodbg.vision.input_spec import InputSpec, input_spec
+from neurodbg.vision.small_ascent import SmallAscent
 
 Target = Literal["channel", "unit", "class"]
 
@@ -179,26 +180,6 @@ class Variation:
         return torch.nn.functional.conv2d(pixels.view(c, 1, *pixels.shape[2:]), self.kernel).abs().mean()
 
 
-class _Adam:
-    """Adam on the one image tensor through torch's own update (`torch.optim.adam.adam`, fused: one
-    kernel), without `Optimizer.step`'s bookkeeping around it (~0.1 ms a step, as much as the digits
-    CNN's forward pass); the gradient is consumed, as `zero_grad` would."""
-
-    def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
-        self.param, self.lr, self.betas, self.eps = param, lr, betas, eps
-        self.m, self.v = torch.zeros_like(param), torch.zeros_like(param)
-        self.steps = torch.zeros((), dtype=torch.float32)
-
-    def step(self) -> None:
-        grad, self.param.grad = self.param.grad, None
-        assert grad is not None
-        with torch.no_grad():
-            adam([self.param], [grad], [self.m], [self.v], [], [self.steps], fused=True,
-                                  amsgrad=False, beta1=self.betas[0], beta2=self.betas[1], lr=self.lr,
-                                  weight_decay=0.0, eps=self.eps, maximize=False)
-
-
 class _Objective:
     """pixels [N, C, H, W] in [0, 1] -> the objective per image [N], through one trace kept open for
     the whole ascent (its hooks installed once, not per step)."""
@@ -270,7 +251,7 @@ def maximize(model: Model, site: str, index: int, *, target: Target = "channel",
     generator = torch.Generator().manual_seed(seed)
     image = FourierImage(spec.channels, spec.size, decay=decay, generator=generator)
     shift = max(1, round(spec.size / 16)) if jitter is None else jitter
-    optimiser = _Adam(image.spectrum, lr)
+    optimiser = AdamStep(image.spectrum, lr)
     was_training = model.module.training
     model.module.eval()
     frozen = [p for p in model.module.parameters() if p.requires_grad]
@@ -284,17 +265,27 @@ def maximize(model: Model, site: str, index: int, *, target: Target = "channel",
                 grey = float(objective(torch.full((1, spec.channels, spec.size, spec.size), 0.5))[0])
             grids = torch.empty(0)
             variation = Variation(spec.channels, spec.size, tv_weight)
+            small = SmallAscent.of(image.synthesis, variation.matrix, image.spectrum, spec.channels, spec.size,
+                                   optimiser, GRID_CHUNK)
             for step in range(steps):
                 if step % GRID_CHUNK == 0:
                     grids = transform_grids(min(GRID_CHUNK, steps - step), spec.channels, spec.size, generator,
                                             jitter=shift, scales=scales, degrees=degrees)
-                pixels = image()
-                seen = torch.nn.functional.grid_sample(pixels, grids[step % GRID_CHUNK][None], mode="bilinear",
-                                                       padding_mode="reflection", align_corners=False)
-                value = objective(seen)[0]
-                loss = variation(pixels) - value
-                loss.backward()
-                optimiser.step()
+                    if small is not None:
+                        small.views(grids)
+                if small is not None:
+                    seen = small.model_input(step % GRID_CHUNK)
+                    value = objective(seen)[0]
+                    (grad_input,) = torch.autograd.grad(value, seen)
+                    small.step(step % GRID_CHUNK, grad_input)
+                else:
+                    pixels = image()
+                    seen = torch.nn.functional.grid_sample(pixels, grids[step % GRID_CHUNK][None], mode="bilinear",
+                                                           padding_mode="reflection", align_corners=False)
+                    value = objective(seen)[0]
+                    loss = variation(pixels) - value
+                    loss.backward()
+                    optimiser.step()
                 if step % 8 == 0 or step == steps - 1:
                     curve.append(float(value.detach()))
             with torch.no_grad():
