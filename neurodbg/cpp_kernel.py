@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -48,7 +49,7 @@ class CppKernel:
         self._lock = threading.Lock()
 
     def _target(self) -> tuple[str, str, list[str], Path]:
-        source = self.source.read_text()
+        source = with_headers(self.source)
         isa = torch.backends.cpu.get_cpu_capability()
         flags = ["-O3", "-fopenmp", *ISA_FLAGS.get(isa, [])]   # (without -fopenmp, at::parallel_for is serial)
         digest = hashlib.sha256("\n".join([source, torch.__version__, *flags]).encode()).hexdigest()[:12]
@@ -88,6 +89,16 @@ class CppKernel:
                                  extra_ldflags=["-fopenmp"], build_directory=work, verbose=False)
             os.replace(Path(work) / f"{name}.so", target)
         return module
+
+
+# `#include "name.h"` of a header of neurodbg's own (beside this file): put in place in the
+# source, so that the build (one inline source) and its cache key cover the header too
+_LOCAL_INCLUDE = re.compile(r'^#include "([a-z_]+\.h)".*$', re.MULTILINE)
+HEADERS = Path(__file__).parent
+
+
+def with_headers(source: Path) -> str:
+    return _LOCAL_INCLUDE.sub(lambda m: (HEADERS / m.group(1)).read_text(), source.read_text())
 
 
 def _import(name: str, library: Path) -> Any:

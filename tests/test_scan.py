@@ -248,19 +248,25 @@ def test_settled_paths_equal_the_eager_statistics(setup, monkeypatch: pytest.Mon
 
 
 @NEEDS_CXX
-def test_layer_kernel_equals_brute_force() -> None:
+@pytest.mark.parametrize("layout", ["rows", "channels"])
+def test_layer_kernel_equals_brute_force(layout: str) -> None:
     """The C++ layer kernel against direct tensor computations: sums, exemplar candidates
     (ties enter) with their fp16 activations, and tail buffers updated in place (compacted
     mid-batch) that keep the exact best values of each side's sequences, in a state the eager
-    code can go on from."""
+    code can go on from. Both memory layouts: rows (tokens) and channel-major (a convolution's
+    output seen as positions, read where it lies)."""
     from neurodbg.scan import layer_kernel
     from neurodbg.scan.tails import TailBuffer
 
     generator = torch.Generator().manual_seed(5)
     batch, length, width, size, capacity = 5, 22, 600, 7, 6     # 21 counted tokens, 3 blocks of 7
+    if layout == "channels":
+        length = 141     # (the kernel reads maps of 128 positions or more where they lie)
     acts = torch.randn(batch, length, width, generator=generator) * 2
     acts[1, 4, 9] = 1e6                                   # clamped to fp16's largest in the exemplar copy
     acts[:, 0] = 50.0                                     # the skipped position never counts
+    if layout == "channels":
+        acts = acts.transpose(1, 2).contiguous().transpose(1, 2)
     counted = acts[:, 1:]
     hi, lo = counted.amax(1), counted.amin(1)
     thresholds = torch.stack([torch.full((width,), 4.0), torch.full((width,), 4.5)])
@@ -304,11 +310,45 @@ def test_layer_kernel_equals_brute_force() -> None:
     for pair in ([1.0, 2.0], [3.0, 4.0]):
         full.append(torch.tensor(pair), torch.tensor([0, 0]))
     assert full.fill.tolist() == [4, 0]
-    acts = torch.zeros(1, 8, 2)
+    acts = torch.zeros(1, 8 if layout == "rows" else 134, 2)
     acts[0, 3, 0], acts[0, 2:5, 1] = 10.0, torch.tensor([5.0, 6.0, 7.0])
+    if layout == "channels":
+        acts = acts.transpose(1, 2).contiguous().transpose(1, 2)
     sums = [torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.long)]
     assert layer_kernel.layer_stats(acts, 7, True, [torch.zeros(2)] * 2, [full], [1], sums) is not None
     assert full.sorted_keys().T.tolist() == [[10.0, 4.0], [7.0, 6.0]]
+
+
+@NEEDS_CXX
+def test_image_maps_read_where_they_lie_equal_the_eager_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image scan whose maps are read channel-major by the C++ layer kernel (16x16 = 256
+    positions) and copied into rows (8x8 = 64) gives the eager code's exemplars, tails, histogram
+    and counts, and its sums within float32 rounding."""
+    from neurodbg.scan import layer_kernel
+    from neurodbg.scan.scanner import CHANNEL_MAJOR_POSITIONS, Scanner
+    from neurodbg.vision.image_scan import image_scan_sites, image_settings
+
+    model = neurodbg.load_model("digits", progress=False)
+    sites = image_scan_sites(model)
+    settings = image_settings(batch_size=8, top_k=5, random_k=3)
+    layouts = []
+    original = layer_kernel.layer_stats
+
+    def noting(acts, *args, **kwargs):
+        layouts.append((acts.shape[1], acts.is_contiguous()))
+        return original(acts, *args, **kwargs)
+
+    monkeypatch.setattr(layer_kernel, "layer_stats", noting)
+    eager = Scanner(model, settings, wide=False, fuse_after=None, sites=sites)
+    settled = Scanner(model, settings, wide=False, fuse_after=2 * 8 * 64, sites=sites)
+    generator = torch.Generator().manual_seed(2)
+    for start in range(0, 48, 8):
+        pixels = torch.rand((8, 1, 16, 16), generator=generator)
+        pixels[0, 0, :4] = 0.0             # ties at a rectifier's zero
+        for scanner in (eager, settled):
+            scanner.forward(pixels, list(range(start, start + 8)))
+    assert (256, False) in layouts and (64, True) in layouts and 256 >= CHANNEL_MAJOR_POSITIONS > 64
+    _assert_same_statistics(eager, settled)
 
 
 @NEEDS_CXX

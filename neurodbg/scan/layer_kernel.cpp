@@ -20,6 +20,10 @@ namespace {
 constexpr float FP16_MAX = 65504.0f;
 // columns per tile: a tile's per-block state (seven float rows) stays in L1
 constexpr int64_t TILE = 256;
+// positions per map from which a channel-major layer is read as it lies (2 Intel cores: a 14x14
+// map of 256 channels 1.3 ms for a batch of 32 against 1.8 copied into rows; a 7x7 map of 512
+// 1.5 against 1.0)
+constexpr int64_t CHANNEL_ROWS = 128;
 
 // NaN-propagating extremes, as torch.maximum / torch.minimum (x != x: x is NaN)
 inline float hi_of(float m, float x) { return (x > m || x != x) ? x : m; }
@@ -39,6 +43,8 @@ struct Tile {
   Candidates exemplars[2];      // top, bottom
 };
 
+#include "vector_lanes.h"  // vf, vi, load: the channel-major rows' vector lanes
+
 // One side of a TailBuffer (tails.py), updated in place: per neuron, `keys` [W, 2C] holds
 // sign * value of up to 2C tokens (unordered, -inf past `fill`), and `bound` the threshold a
 // token must beat (in activation units). A full row is compacted to its best C keys at once.
@@ -52,6 +58,24 @@ struct TailSide {
   void insert(int64_t col, float value) {
     if (fill[col] >= room) compact(col);   // (the eager code leaves rows full, too)
     keys[col * room + fill[col]++] = upper ? value : -value;
+  }
+
+  // the values of x[0..n) beyond the threshold, in order, each against the threshold as it stands
+  // (compactions raise it); a vector of values none of which beats it is skipped at once
+  void insert_beyond(int64_t col, const float* __restrict x, int64_t n) {
+    int64_t t = 0;
+    for (; t + LANES <= n; t += LANES) {
+      const vf v = load(x + t);
+      const vf edge = vf{} + bound[col];
+      const vi beyond = upper ? v > edge : v < edge;
+      bool any = false;
+      for (int k = 0; k < LANES; ++k) any |= beyond[k] != 0;
+      if (!any) continue;
+      for (int k = 0; k < LANES; ++k)
+        if (upper ? x[t + k] > bound[col] : x[t + k] < bound[col]) insert(col, x[t + k]);
+    }
+    for (; t < n; ++t)
+      if (upper ? x[t] > bound[col] : x[t] < bound[col]) insert(col, x[t]);
   }
 
   void compact(int64_t col) {
@@ -118,6 +142,54 @@ const float* floats(const at::Tensor& t, int64_t width, std::vector<at::Tensor>&
   return keep.back().data_ptr<float>();
 }
 
+// One neuron's counted values in one sequence (channel-major layout: contiguous): extremes,
+// sums and the count of x > 0, in vector lanes; each chunk of 256 values is summed in float
+// and the chunks in double (a text row's blocks are summed the same way).
+inline void row_stats(const float* __restrict x, int64_t count, float& hi, float& lo, double& sum, double& squares,
+                      int64_t& positive) {
+  constexpr int64_t CHUNK = 256;
+  hi = -std::numeric_limits<float>::infinity(), lo = std::numeric_limits<float>::infinity();
+  int64_t t = 0;
+  if (count >= LANES) {
+    vf h = load(x), l = h;
+    vi p = {};
+    for (int64_t c0 = 0; c0 + LANES <= count; c0 += CHUNK) {
+      const int64_t stop = std::min(count, c0 + CHUNK);
+      vf a1 = {}, a2 = {};
+      for (t = c0; t + LANES <= stop; t += LANES) {
+        const vf v = load(x + t);
+        h = (v > h) | (v != v) ? v : h;          // NaN-propagating, as hi_of / lo_of
+        l = (v < l) | (v != v) ? v : l;
+        a1 += v;
+        a2 += v * v;
+        p -= v > 0.0f;                           // a true comparison is -1
+      }
+      float q1 = 0.0f, q2 = 0.0f;
+      for (int k = 0; k < LANES; ++k) q1 += a1[k], q2 += a2[k];
+      sum += q1;
+      squares += q2;
+    }
+    for (int k = 0; k < LANES; ++k) {
+      hi = hi_of(hi, h[k]);
+      lo = lo_of(lo, l[k]);
+      positive += p[k];
+    }
+  }
+  float q1 = 0.0f, q2 = 0.0f;
+  int64_t more = 0;
+  for (; t < count; ++t) {
+    const float v = x[t];
+    hi = hi_of(hi, v);
+    lo = lo_of(lo, v);
+    q1 += v;
+    q2 += v * v;
+    more += v > 0.0f;
+  }
+  sum += q1;
+  squares += q2;
+  positive += more;
+}
+
 }  // namespace
 
 // acts [B, L, W] float32, in blocks of `size` counted tokens (all but position 0 when
@@ -134,7 +206,12 @@ std::vector<at::Tensor> layer_stats(const at::Tensor& acts_in, int64_t size, boo
                                     std::vector<at::Tensor> totals) {
   TORCH_CHECK(acts_in.dim() == 3 && acts_in.scalar_type() == at::kFloat && acts_in.device().is_cpu(),
               "acts must be a [B, L, W] float32 CPU tensor");
-  auto acts = acts_in.contiguous();
+  // a convolution's [B, C, H, W] output seen as [B, H*W, C] is channel-major in memory: a map of
+  // CHANNEL_ROWS positions or more is read as it lies (each neuron's positions contiguous), a
+  // smaller one copied into rows first (its rows are too short to amortise their folds)
+  const bool by_rows = acts_in.is_contiguous() || !acts_in.transpose(1, 2).is_contiguous() ||
+                       acts_in.size(1) < CHANNEL_ROWS;
+  auto acts = by_rows ? acts_in.contiguous() : acts_in;
   const int64_t B = acts.size(0), L = acts.size(1), W = acts.size(2);
   const int64_t skip = skip_first ? 1 : 0, counted = L - skip;
   TORCH_CHECK(tails.size() % 3 == 0, "tails: keys, fill, bound per side");
@@ -173,125 +250,176 @@ std::vector<at::Tensor> layer_stats(const at::Tensor& acts_in, int64_t size, boo
   const int64_t tile = std::min(TILE, std::max<int64_t>(8, ((W + threads - 1) / threads + 7) / 8 * 8));
   std::vector<Tile> tiles;
   std::mutex tiles_lock;
-  at::parallel_for(0, W, tile, [&](int64_t begin, int64_t end) {
-    std::vector<double> sums(2 * TILE);
-    std::vector<float> state(9 * TILE);
-    double* __restrict s1 = sums.data();
-    double* __restrict s2 = s1 + TILE;
-    float* __restrict bh = state.data();         // this block's max, min, partial sums
-    float* __restrict bl = bh + TILE;
-    float* __restrict q1 = bl + TILE;
-    float* __restrict q2 = q1 + TILE;
-    float* __restrict qp = q2 + TILE;
-    float* __restrict sp = qp + TILE;            // count of x > 0 (exact in float for a batch)
-    float* __restrict seq_hi = sp + TILE;        // this sequence's max and min
-    float* __restrict seq_lo = seq_hi + TILE;
-    uint8_t hot[TILE + 8] = {0};   // (past n it stays 0, so whole words can be read)
-    for (int64_t c0 = begin; c0 < end; c0 += tile) {
-      const int64_t n = std::min(end, c0 + tile) - c0;
-      std::fill(sums.begin(), sums.end(), 0.0);
-      std::fill(sp, sp + TILE, 0.0f);
-      Tile raw;
-      for (int64_t b = 0; b < B; ++b) {
-        for (int64_t j = 0; j < n_blocks; ++j) {
-          const float* __restrict first = a + (b * L + skip + j * size) * W + c0;
-          // the block's extremes and float partial sums, then the partials into the double sums
+  if (!by_rows) {
+    // channel-major [B, W, L] memory: each (sequence, neuron) row of L values is read in turn; the
+    // same candidates in the same order and the same tail inserts per neuron as the row layout's
+    at::parallel_for(0, W, tile, [&](int64_t begin, int64_t end) {
+      for (int64_t c0 = begin; c0 < end; c0 += tile) {
+        const int64_t n = std::min(end, c0 + tile) - c0;
+        std::vector<double> s1(n, 0.0), s2(n, 0.0);
+        std::vector<int64_t> sp(n, 0);
+        Tile raw;
+        for (int64_t b = 0; b < B; ++b) {
           for (int64_t c = 0; c < n; ++c) {
-            const float x = first[c];
-            bh[c] = x;
-            bl[c] = x;
-            q1[c] = x;
-            q2[c] = x * x;
-            qp[c] = x > 0.0f ? 1.0f : 0.0f;
-          }
-          for (int64_t t = 1; t < size; ++t) {
-            const float* __restrict row = first + t * W;
-            for (int64_t c = 0; c < n; ++c) {
-              const float x = row[c];
-              bh[c] = hi_of(bh[c], x);
-              bl[c] = lo_of(bl[c], x);
-              q1[c] += x;
-              q2[c] += x * x;
-              qp[c] += x > 0.0f ? 1.0f : 0.0f;
+            const int64_t col = c0 + c;
+            const float* __restrict row = a + (b * W + col) * L;
+            const float* __restrict counted_row = row + skip;
+            float seq_hi, seq_lo;
+            row_stats(counted_row, counted, seq_hi, seq_lo, s1[c], s2[c], sp[c]);
+            // tails: a row whose extreme beats a side's threshold is read again value by value, in
+            // order, each against the threshold as compactions raise it (the row layout's inserts)
+            for (int64_t s = 0; s < S; ++s) {
+              if (!reads[s * B + b]) continue;
+              TailSide& side = sides[s];
+              if (!(side.upper ? seq_hi > side.bound[col] : seq_lo < side.bound[col])) continue;
+              side.insert_beyond(col, counted_row, counted);
+            }
+            for (int e = 0; e < 2; ++e) {
+              const float key = e == 0 ? seq_hi : -seq_lo;
+              if (!(key >= thr[e][col])) continue;
+              Candidates& out = raw.exemplars[e];
+              out.cols.push_back(col);
+              out.rows.push_back(b);
+              out.keys.push_back(key);
+              const size_t at = out.acts.size();
+              out.acts.resize(at + L);
+              for (int64_t t = 0; t < L; ++t) out.acts[at + t] = fp16(row[t]);
             }
           }
-          for (int64_t c = 0; c < n; ++c) {
-            s1[c] += q1[c];
-            s2[c] += q2[c];
-            sp[c] += qp[c];
-          }
-          if (j == 0) {
-            std::copy_n(bh, n, seq_hi);
-            std::copy_n(bl, n, seq_lo);
-          } else {
+        }
+        for (int64_t c = 0; c < n; ++c) {
+          total[c0 + c] += s1[c];
+          total_sq[c0 + c] += s2[c];
+          active[c0 + c] += sp[c];
+        }
+        Tile done;
+        done.first_col = c0;
+        for (int e = 0; e < 2; ++e) done.exemplars[e] = by_column(raw.exemplars[e], c0, n, L);
+        std::lock_guard<std::mutex> guard(tiles_lock);
+        tiles.push_back(std::move(done));
+      }
+    });
+  } else {
+    at::parallel_for(0, W, tile, [&](int64_t begin, int64_t end) {
+      std::vector<double> sums(2 * TILE);
+      std::vector<float> state(9 * TILE);
+      double* __restrict s1 = sums.data();
+      double* __restrict s2 = s1 + TILE;
+      float* __restrict bh = state.data();         // this block's max, min, partial sums
+      float* __restrict bl = bh + TILE;
+      float* __restrict q1 = bl + TILE;
+      float* __restrict q2 = q1 + TILE;
+      float* __restrict qp = q2 + TILE;
+      float* __restrict sp = qp + TILE;            // count of x > 0 (exact in float for a batch)
+      float* __restrict seq_hi = sp + TILE;        // this sequence's max and min
+      float* __restrict seq_lo = seq_hi + TILE;
+      uint8_t hot[TILE + 8] = {0};   // (past n it stays 0, so whole words can be read)
+      for (int64_t c0 = begin; c0 < end; c0 += tile) {
+        const int64_t n = std::min(end, c0 + tile) - c0;
+        std::fill(sums.begin(), sums.end(), 0.0);
+        std::fill(sp, sp + TILE, 0.0f);
+        Tile raw;
+        for (int64_t b = 0; b < B; ++b) {
+          for (int64_t j = 0; j < n_blocks; ++j) {
+            const float* __restrict first = a + (b * L + skip + j * size) * W + c0;
+            // the block's extremes and float partial sums, then the partials into the double sums
             for (int64_t c = 0; c < n; ++c) {
-              seq_hi[c] = hi_of(seq_hi[c], bh[c]);
-              seq_lo[c] = lo_of(seq_lo[c], bl[c]);
+              const float x = first[c];
+              bh[c] = x;
+              bl[c] = x;
+              q1[c] = x;
+              q2[c] = x * x;
+              qp[c] = x > 0.0f ? 1.0f : 0.0f;
             }
-          }
-          // tails: only blocks whose extreme beats the threshold are read token by token; the
-          // comparison is one vector pass into `hot`, then 8 columns per word are skipped at once
-          for (int64_t s = 0; s < S; ++s) {
-            if (!reads[s * B + b]) continue;
-            TailSide& side = sides[s];
-            const float* bound = side.bound + c0;   // (raised by compactions as tokens come in)
-            if (side.upper) {
-              for (int64_t c = 0; c < n; ++c) hot[c] = bh[c] > bound[c];
+            for (int64_t t = 1; t < size; ++t) {
+              const float* __restrict row = first + t * W;
+              for (int64_t c = 0; c < n; ++c) {
+                const float x = row[c];
+                bh[c] = hi_of(bh[c], x);
+                bl[c] = lo_of(bl[c], x);
+                q1[c] += x;
+                q2[c] += x * x;
+                qp[c] += x > 0.0f ? 1.0f : 0.0f;
+              }
+            }
+            for (int64_t c = 0; c < n; ++c) {
+              s1[c] += q1[c];
+              s2[c] += q2[c];
+              sp[c] += qp[c];
+            }
+            if (j == 0) {
+              std::copy_n(bh, n, seq_hi);
+              std::copy_n(bl, n, seq_lo);
             } else {
-              for (int64_t c = 0; c < n; ++c) hot[c] = bl[c] < bound[c];
+              for (int64_t c = 0; c < n; ++c) {
+                seq_hi[c] = hi_of(seq_hi[c], bh[c]);
+                seq_lo[c] = lo_of(seq_lo[c], bl[c]);
+              }
             }
-            for (int64_t word = 0; word < n; word += 8) {
-              uint64_t any;
-              std::memcpy(&any, hot + word, sizeof any);
-              if (!any) continue;
-              for (int64_t c = word; c < std::min(n, word + 8); ++c) {
-                if (!hot[c]) continue;
-                for (int64_t t = 0; t < size; ++t) {
-                  const float x = first[t * W + c];
-                  if (side.upper ? x > bound[c] : x < bound[c]) side.insert(c0 + c, x);
+            // tails: only blocks whose extreme beats the threshold are read token by token; the
+            // comparison is one vector pass into `hot`, then 8 columns per word are skipped at once
+            for (int64_t s = 0; s < S; ++s) {
+              if (!reads[s * B + b]) continue;
+              TailSide& side = sides[s];
+              const float* bound = side.bound + c0;   // (raised by compactions as tokens come in)
+              if (side.upper) {
+                for (int64_t c = 0; c < n; ++c) hot[c] = bh[c] > bound[c];
+              } else {
+                for (int64_t c = 0; c < n; ++c) hot[c] = bl[c] < bound[c];
+              }
+              for (int64_t word = 0; word < n; word += 8) {
+                uint64_t any;
+                std::memcpy(&any, hot + word, sizeof any);
+                if (!any) continue;
+                for (int64_t c = word; c < std::min(n, word + 8); ++c) {
+                  if (!hot[c]) continue;
+                  for (int64_t t = 0; t < size; ++t) {
+                    const float x = first[t * W + c];
+                    if (side.upper ? x > bound[c] : x < bound[c]) side.insert(c0 + c, x);
+                  }
                 }
               }
             }
           }
-        }
-        // this sequence's exemplar candidates (key >= the lowest kept key: ties may enter),
-        // copied while its activations are still in cache: position by position, each row read
-        // once for all of the sequence's candidates (a candidate's values are W apart; read one
-        // candidate at a time, a long sequence of narrow rows, as an image's, costs a cache
-        // line per value)
-        for (int e = 0; e < 2; ++e) {
-          Candidates& out = raw.exemplars[e];
-          const size_t first = out.cols.size();
-          for (int64_t c = 0; c < n; ++c) {
-            const float key = e == 0 ? seq_hi[c] : -seq_lo[c];
-            if (!(key >= thr[e][c0 + c])) continue;
-            out.cols.push_back(c0 + c);
-            out.rows.push_back(b);
-            out.keys.push_back(key);
+          // this sequence's exemplar candidates (key >= the lowest kept key: ties may enter),
+          // copied while its activations are still in cache: position by position, each row read
+          // once for all of the sequence's candidates (a candidate's values are W apart; read one
+          // candidate at a time, a long sequence of narrow rows, as an image's, costs a cache
+          // line per value)
+          for (int e = 0; e < 2; ++e) {
+            Candidates& out = raw.exemplars[e];
+            const size_t first = out.cols.size();
+            for (int64_t c = 0; c < n; ++c) {
+              const float key = e == 0 ? seq_hi[c] : -seq_lo[c];
+              if (!(key >= thr[e][c0 + c])) continue;
+              out.cols.push_back(c0 + c);
+              out.rows.push_back(b);
+              out.keys.push_back(key);
+            }
+            const size_t found = out.cols.size() - first;
+            if (found == 0) continue;
+            out.acts.resize(out.acts.size() + found * L);
+            at::Half* __restrict dst = out.acts.data() + first * L;
+            const int64_t* cols = out.cols.data() + first;
+            for (int64_t t = 0; t < L; ++t) {
+              const float* __restrict row = a + (b * L + t) * W;
+              for (size_t k = 0; k < found; ++k) dst[k * L + t] = fp16(row[cols[k]]);
+            }
           }
-          const size_t found = out.cols.size() - first;
-          if (found == 0) continue;
-          out.acts.resize(out.acts.size() + found * L);
-          at::Half* __restrict dst = out.acts.data() + first * L;
-          const int64_t* cols = out.cols.data() + first;
-          for (int64_t t = 0; t < L; ++t) {
-            const float* __restrict row = a + (b * L + t) * W;
-            for (size_t k = 0; k < found; ++k) dst[k * L + t] = fp16(row[cols[k]]);
-          }
         }
+        for (int64_t c = 0; c < n; ++c) {
+          total[c0 + c] += s1[c];
+          total_sq[c0 + c] += s2[c];
+          active[c0 + c] += static_cast<int64_t>(sp[c]);
+        }
+        Tile tile;
+        tile.first_col = c0;
+        for (int e = 0; e < 2; ++e) tile.exemplars[e] = by_column(raw.exemplars[e], c0, n, L);
+        std::lock_guard<std::mutex> guard(tiles_lock);
+        tiles.push_back(std::move(tile));
       }
-      for (int64_t c = 0; c < n; ++c) {
-        total[c0 + c] += s1[c];
-        total_sq[c0 + c] += s2[c];
-        active[c0 + c] += static_cast<int64_t>(sp[c]);
-      }
-      Tile tile;
-      tile.first_col = c0;
-      for (int e = 0; e < 2; ++e) tile.exemplars[e] = by_column(raw.exemplars[e], c0, n, L);
-      std::lock_guard<std::mutex> guard(tiles_lock);
-      tiles.push_back(std::move(tile));
-    }
-  });
+    });
+  }
 
   std::sort(tiles.begin(), tiles.end(), [](const Tile& x, const Tile& y) { return x.first_col < y.first_col; });
   std::vector<at::Tensor> out;

@@ -17,24 +17,14 @@
 
 namespace {
 
-constexpr int LANES = 16;
+#include "vector_lanes.h"
+
 // elements per task where a tensor is split across threads: a site's output is read right after the
 // layer made it, a gradient after the backward pass (whose matrix products ran on every thread)
 constexpr int64_t SITE_CHUNK = 1 << 16;
 constexpr int64_t NORM_CHUNK = 1 << 14;
 constexpr float SATURATION = 0.02f;       // site_stats.SATURATION
 enum Kind : int64_t { OTHER = 0, RECTIFIER = 1, SIGMOID = 2, TANH = 3 };
-// GCC/Clang vector types: whatever vector instructions the build targets, without intrinsics
-// (the auto-vectoriser leaves lane-array reductions like these mostly scalar)
-typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
-typedef int32_t vi __attribute__((vector_size(LANES * sizeof(int32_t))));
-
-inline vf load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-
 struct Sums {
   double sum = 0, squares = 0, saturated = 0, nonfinite = 0;
 };
