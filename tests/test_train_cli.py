@@ -79,12 +79,14 @@ def test_bad_input_is_one_line(runs: Path, tmp_path: Path) -> None:
 
 
 def test_build_kernels_reports_each_kernel() -> None:
-    """`neurodbg build-kernels` (set-up runs it): both kernels ready, kept where later processes import
+    """`neurodbg build-kernels` (set-up runs it): every kernel ready, kept where later processes import
     them; a second call finds them built."""
     from neurodbg.cpp_kernel import kernels_dir
 
     out = _cli("build-kernels", "--json")
     assert out.returncode == 0, out.stderr
     assert [(r["kernel"], r["built"]) for r in json.loads(out.stdout)] == \
-        [("the scan's C++ layer kernel", True), ("the training watcher's C++ kernel", True)]
-    assert len(list(kernels_dir().glob("neurodbg_watch_stats_*.so"))) >= 1
+        [("the scan's C++ layer kernel", True), ("the training watcher's C++ kernel", True),
+         ("activation maximisation's C++ kernel", True)]
+    for stem in ("neurodbg_layer_stats", "neurodbg_watch_stats", "neurodbg_small_ascent"):
+        assert len(list(kernels_dir().glob(f"{stem}_*.so"))) >= 1
