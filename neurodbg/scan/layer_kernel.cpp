@@ -3,7 +3,8 @@
 // extremes and the exemplar candidates they make, and the tail buffers' updates. The same
 // candidates in the same order as the eager code in site_stats.py and exemplars.py, and the
 // same kept tail values as tails.py; only the float sums are added in another order (here:
-// per block of tokens in float, the blocks in double).
+// per block of tokens in float, the blocks in double; a channel-major map per chunk of its
+// positions in float vector lanes, the chunks in double).
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -144,7 +145,7 @@ const float* floats(const at::Tensor& t, int64_t width, std::vector<at::Tensor>&
 
 // One neuron's counted values in one sequence (channel-major layout: contiguous): extremes,
 // sums and the count of x > 0, in vector lanes; each chunk of 256 values is summed in float
-// and the chunks in double (a text row's blocks are summed the same way).
+// and the chunks in double (as the row layout sums its blocks).
 inline void row_stats(const float* __restrict x, int64_t count, float& hi, float& lo, double& sum, double& squares,
                       int64_t& positive) {
   constexpr int64_t CHUNK = 256;
