@@ -16,6 +16,10 @@ al., "Feature Visualization", Distill 2017):
 - a total-variation penalty against speckle (over the image's 2x2 neighbourhoods:
   one matrix product for a small image, one convolution for a large one).
 
+A small image (up to 16x16) takes the same steps with autograd through the model
+only: its view and the loss's gradient on the spectrum as matrix products
+(small_ascent.py, one C++ call each where that kernel is built).
+
 The optimisation runs in [0, 1] pixel space; the model gets what its own
 preprocessing would hand it (its normalisation, read by `input_spec`). The
 result states the objective reached and, for scale, the same objective on the
