@@ -8,6 +8,10 @@ scan      image-scan throughput ÷ the plain forward: the same preprocessed batc
           plain passes over it, alternating, the median of the rounds' ratios. ResNet-18:
           one scan of fresh random batches, timed batch by batch against the plain forward
           after a warm-up (as a long scan runs).
+floors    (--floors) the digits: what the scan's throughput could at best be, as whole passes
+          with plain forward hooks on the 7 sites ÷ passes without: hooks that do nothing,
+          one `sum` of each output (a single read), torch's `amax` per image and channel, and
+          the C++ layer kernel with nothing to insert (no trace, no Python statistics).
 maximize  activation maximisation of N steps ÷ N plain forward + backward passes (to the
           logits, input gradient) at the same resolution, alternating (the digits: the median
           of `--rounds` rounds; ResNet-18: one). Target: ≤ 1.3.
@@ -16,7 +20,7 @@ Models: the digits CNN (8x8: a scan of all 1,797 digits in batches of 256) and R
 (224 px, random weights and random pictures — speed depends on neither — batches of 32).
 
     .venv/bin/python bench/vision.py [--rounds 5] [--models digits,resnet18] [--steps 512]
-        [--resnet-steps 64] [--warm 8] [--resnet-batches 16] [--json]
+        [--resnet-steps 64] [--warm 8] [--resnet-batches 16] [--floors] [--json]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 
 import torch
 from timing import timed  # bench/timing.py (scripts run from bench/)
@@ -76,6 +81,63 @@ def scan_ratio(model: neurodbg.Model, name: str, batch: int, rounds: int) -> dic
             "plain_images_per_s": round(images / statistics.median(base_times), 1),
             "scan_time_ratio": round(ratio, 3), "throughput_ratio": round(1 / ratio, 3),
             "rounds": [round(r, 3) for r in ratios]}
+
+
+def floors(model: neurodbg.Model, batch: int, rounds: int) -> dict[str, float]:
+    """The digits: whole passes with plain hooks on every scanned site ÷ plain passes, per hook."""
+    from neurodbg.scan import layer_kernel
+    from neurodbg.scan.scanner import as_positions
+    from neurodbg.scan.site_stats import block_size
+    from neurodbg.scan.tails import TailBuffer
+
+    data = digits_batches(model, batch)
+    modules = dict(model.module.named_modules())
+    paths = [site.module_path for site in image_scan_sites(model)]
+    kernel_state: dict[str, tuple[torch.Tensor, list[TailBuffer], list[torch.Tensor]]] = {}
+
+    def kernel_only(path: str, out: torch.Tensor) -> None:
+        acts = as_positions(out)
+        width, length = acts.shape[-1], acts.shape[1]
+        if path not in kernel_state:      # thresholds nothing passes: no candidates, no tail inserts
+            tails = [TailBuffer(8, width, sign) for sign in (1, -1)]
+            for tail in tails:
+                tail.bound.fill_(float("inf") * tail.sign)
+            kernel_state[path] = (torch.full((width,), float("inf")), tails,
+                                  [torch.zeros(width, dtype=torch.float64), torch.zeros(width, dtype=torch.float64),
+                                   torch.zeros(width, dtype=torch.long)])
+        never, tails, totals = kernel_state[path]
+        layer_kernel.layer_stats(acts, block_size(length, width), False, [never, never], tails,
+                                 [0] * (2 * acts.shape[0]), totals)
+
+    hooks = {"nothing": lambda path, out: None, "sum": lambda path, out: out.sum(),
+             "amax": lambda path, out: out.amax((2, 3)) if out.dim() == 4 else out.amax(0),
+             "kernel": kernel_only}
+
+    def plain() -> None:
+        with torch.no_grad():
+            for x in data:
+                model.module(x)
+
+    def hooked(name: str) -> None:
+        def hook(path: str) -> Callable[..., None]:
+            def run(_module: torch.nn.Module, _inputs: object, out: torch.Tensor) -> None:
+                hooks[name](path, out)     # (returns nothing: a hook's return would replace the output)
+            return run
+
+        handles = [modules[path].register_forward_hook(hook(path)) for path in paths]
+        try:
+            plain()
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    plain()
+    out = {}
+    for name in hooks:
+        hooked(name)
+        out[name] = round(statistics.median(timed(plain) / timed(lambda name=name: hooked(name))
+                                            for _ in range(3 * rounds)), 3)
+    return out
 
 
 def steady_scan_ratio(model: neurodbg.Model, name: str, batch: int, warm: int, timed_batches: int
@@ -137,14 +199,19 @@ def main() -> None:
     parser.add_argument("--resnet-steps", type=int, default=64, help="maximisation steps (ResNet-18)")
     parser.add_argument("--warm", type=int, default=8, help="ResNet-18: batches of 32 scanned before timing")
     parser.add_argument("--resnet-batches", type=int, default=16, help="ResNet-18: batches of 32 timed")
+    parser.add_argument("--floors", action="store_true", help="the digits: also the scan's floors")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
-    out: dict[str, list[dict[str, object]]] = {"scan": [], "maximize": []}
+    out: dict[str, list[dict[str, object]]] = {"scan": [], "maximize": [], "floors": []}
     for name in args.models.split(","):
         model = neurodbg.load_model(name, progress=False)
         if name == "digits":
             out["scan"].append(scan_ratio(model, name, 256, args.rounds))
+            if args.floors:
+                out["floors"].append({"model": name, "throughput_ratios": floors(model, 256, args.rounds)})
+                if not args.json:
+                    print(f"{name}: floors {out['floors'][-1]}", flush=True)
         else:
             out["scan"].append(steady_scan_ratio(model, name, 32, args.warm, args.resnet_batches))
         site, steps = ("stages.1.blocks.1.out", args.steps) if name == "digits" else \
