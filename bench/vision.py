@@ -11,7 +11,9 @@ scan      image-scan throughput ÷ the plain forward: the same preprocessed batc
 floors    (--floors) the digits: what the scan's throughput could at best be, as whole passes
           with plain forward hooks on the 7 sites ÷ passes without: hooks that do nothing,
           one `sum` of each output (a single read), torch's `amax` per image and channel, and
-          the C++ layer kernel with nothing to insert (no trace, no Python statistics).
+          the C++ image kernel with thresholds nothing reaches (sums, extremes, histogram: the
+          pass without exemplars or tail values entering); and whole scans with the statistics
+          left out (`scanner`: the scanner and its trace alone).
 maximize  activation maximisation of N steps ÷ N plain forward + backward passes (to the
           logits, input gradient) at the same resolution, alternating (the digits: the median
           of `--rounds` rounds; ResNet-18: one). Target: ≤ 1.3.
@@ -84,30 +86,30 @@ def scan_ratio(model: neurodbg.Model, name: str, batch: int, rounds: int) -> dic
 
 
 def floors(model: neurodbg.Model, batch: int, rounds: int) -> dict[str, float]:
-    """The digits: whole passes with plain hooks on every scanned site ÷ plain passes, per hook."""
-    from neurodbg.scan import layer_kernel
-    from neurodbg.scan.scanner import as_positions
-    from neurodbg.scan.site_stats import block_size
-    from neurodbg.scan.tails import TailBuffer
+    """The digits: whole passes with plain hooks on every scanned site ÷ plain passes, per hook; and
+    whole scans with the statistics left out ÷ plain passes (the scanner and its trace alone)."""
+    from neurodbg.scan import image_kernel, site_stats
+    from neurodbg.scan.image_kernel import ImageBatch
+    from neurodbg.scan.site_stats import TAIL_SIDES, SiteStats
 
     data = digits_batches(model, batch)
     modules = dict(model.module.named_modules())
-    paths = [site.module_path for site in image_scan_sites(model)]
-    kernel_state: dict[str, tuple[torch.Tensor, list[TailBuffer], list[torch.Tensor]]] = {}
+    sites = image_scan_sites(model)
+    settings = image_settings(batch_size=batch)
+    unreachable: dict[str, SiteStats] = {}
+    ids = [ImageBatch.of(list(range(n * batch, n * batch + len(x))), settings.sample_every, settings.hist_every)
+           for n, x in enumerate(data)]
+    at = [0]
 
     def kernel_only(path: str, out: torch.Tensor) -> None:
-        acts = as_positions(out)
-        width, length = acts.shape[-1], acts.shape[1]
-        if path not in kernel_state:      # thresholds nothing passes: no candidates, no tail inserts
-            tails = [TailBuffer(8, width, sign) for sign in (1, -1)]
-            for tail in tails:
-                tail.bound.fill_(float("inf") * tail.sign)
-            kernel_state[path] = (torch.full((width,), float("inf")), tails,
-                                  [torch.zeros(width, dtype=torch.float64), torch.zeros(width, dtype=torch.float64),
-                                   torch.zeros(width, dtype=torch.long)])
-        never, tails, totals = kernel_state[path]
-        layer_kernel.layer_stats(acts, block_size(length, width), False, [never, never], tails,
-                                 [0] * (2 * acts.shape[0]), totals)
+        if path not in unreachable:      # thresholds nothing reaches: no exemplar, no tail value enters
+            length = out[0, 0].numel() if out.dim() == 4 else 1
+            stats = unreachable[path] = SiteStats(out.shape[1], settings, length=length, fuse_after=0)
+            stats.top._keys.fill_(float("inf"))
+            stats.bottom._keys.fill_(float("inf"))
+            for side, sign in TAIL_SIDES.items():
+                stats.tails[side].bound.fill_(sign * float("inf"))
+        assert unreachable[path].update_maps(out, ids[at[0]])
 
     hooks = {"nothing": lambda path, out: None, "sum": lambda path, out: out.sum(),
              "amax": lambda path, out: out.amax((2, 3)) if out.dim() == 4 else out.amax(0),
@@ -124,19 +126,34 @@ def floors(model: neurodbg.Model, batch: int, rounds: int) -> dict[str, float]:
                 hooks[name](path, out)     # (returns nothing: a hook's return would replace the output)
             return run
 
-        handles = [modules[path].register_forward_hook(hook(path)) for path in paths]
+        handles = [modules[site.module_path].register_forward_hook(hook(site.module_path)) for site in sites]
         try:
-            plain()
+            with torch.no_grad():
+                for n, x in enumerate(data):
+                    at[0] = n
+                    model.module(x)
         finally:
             for handle in handles:
                 handle.remove()
 
+    def scanner_alone() -> None:
+        original = site_stats.SiteStats.update_maps
+        site_stats.SiteStats.update_maps = lambda self, acts, batch: True   # type: ignore[method-assign]
+        try:
+            scanner = Scanner(model, settings, wide=False, sites=sites)
+            for n, x in enumerate(data):
+                scanner.forward(x, list(range(n * batch, n * batch + len(x))))
+        finally:
+            site_stats.SiteStats.update_maps = original   # type: ignore[method-assign]
+
+    assert image_kernel.module(True) is not None, "the image kernel could not be built"
     plain()
     out = {}
-    for name in hooks:
-        hooked(name)
-        out[name] = round(statistics.median(timed(plain) / timed(lambda name=name: hooked(name))
-                                            for _ in range(3 * rounds)), 3)
+    runs: dict[str, Callable[[], None]] = {name: lambda name=name: hooked(name) for name in hooks}
+    runs["scanner"] = scanner_alone
+    for name, run in runs.items():
+        run()
+        out[name] = round(statistics.median(timed(plain) / timed(run) for _ in range(3 * rounds)), 3)
     return out
 
 

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 # vector instructions by the CPU capability torch detected (the build cache is keyed by it,
 # so a home directory shared by different machines never runs code built for another's)
 ISA_FLAGS = {"AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
-             "AVX2": ["-mavx2", "-mfma"]}
+             "AVX2": ["-mavx2", "-mfma", "-mf16c"]}
 
 
 def kernels_dir() -> Path:
@@ -113,12 +113,12 @@ def _import(name: str, library: Path) -> Any:
 def build_all() -> list[tuple[str, str | None]]:
     """Build every kernel this machine lacks: (what, None) for each built or already there, (what, why
     not) for each that cannot be (the code beside each kernel then runs without it)."""
-    from neurodbg.scan import layer_kernel
+    from neurodbg.scan import image_kernel, layer_kernel
     from neurodbg.train import watch_kernel
     from neurodbg.vision import small_ascent
 
     out: list[tuple[str, str | None]] = []
-    for kernel in (layer_kernel.KERNEL, watch_kernel.KERNEL, small_ascent.KERNEL):
+    for kernel in (layer_kernel.KERNEL, image_kernel.KERNEL, watch_kernel.KERNEL, small_ascent.KERNEL):
         try:
             kernel.load()
             out.append((kernel.what, None))

@@ -320,35 +320,56 @@ def test_layer_kernel_equals_brute_force(layout: str) -> None:
 
 
 @NEEDS_CXX
-def test_image_maps_read_where_they_lie_equal_the_eager_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An image scan whose maps are read channel-major by the C++ layer kernel (16x16 = 256
-    positions) and copied into rows (8x8 = 64) gives the eager code's exemplars, tails, histogram
-    and counts, and its sums within float32 rounding."""
-    from neurodbg.scan import layer_kernel
-    from neurodbg.scan.scanner import CHANNEL_MAJOR_POSITIONS, Scanner
+def test_image_scans_by_the_image_kernel_equal_the_eager_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image scan through the C++ image kernel (every site, every batch, from the first: maps
+    of 16x16 and 8x8, the pooled vector, the logits) gives the eager code's exemplars, tails,
+    histogram and counts, and its sums within float32 rounding; resumed from a checkpoint, the
+    same bits."""
+    import io
+
+    from neurodbg.scan import image_kernel, site_stats
+    from neurodbg.scan.scanner import Scanner
     from neurodbg.vision.image_scan import image_scan_sites, image_settings
 
+    image_kernel.KERNEL.load()
     model = neurodbg.load_model("digits", progress=False)
     sites = image_scan_sites(model)
     settings = image_settings(batch_size=8, top_k=5, random_k=3)
-    layouts = []
-    original = layer_kernel.layer_stats
+    taken = []
+    original = site_stats.SiteStats.update_maps
 
-    def noting(acts, *args, **kwargs):
-        layouts.append((acts.shape[1], acts.is_contiguous()))
-        return original(acts, *args, **kwargs)
+    def noting(self, acts, batch):
+        done = original(self, acts, batch)
+        taken.append((tuple(acts.shape[1:]), done))
+        return done
 
-    monkeypatch.setattr(layer_kernel, "layer_stats", noting)
+    monkeypatch.setattr(site_stats.SiteStats, "update_maps", noting)
     eager = Scanner(model, settings, wide=False, fuse_after=None, sites=sites)
-    settled = Scanner(model, settings, wide=False, fuse_after=2 * 8 * 64, sites=sites)
+    kernel = Scanner(model, settings, wide=False, sites=sites)
+    first = Scanner(model, settings, wide=False, sites=sites)
     generator = torch.Generator().manual_seed(2)
+    batches = []
     for start in range(0, 48, 8):
         pixels = torch.rand((8, 1, 16, 16), generator=generator)
         pixels[0, 0, :4] = 0.0             # ties at a rectifier's zero
-        for scanner in (eager, settled):
-            scanner.forward(pixels, list(range(start, start + 8)))
-    assert (256, False) in layouts and (64, True) in layouts and 256 >= CHANNEL_MAJOR_POSITIONS > 64
-    _assert_same_statistics(eager, settled)
+        batches.append((pixels, list(range(start, start + 8))))
+    for n, (pixels, ids) in enumerate(batches):
+        for scanner in (eager, kernel, first) if n < 2 else (eager, kernel):
+            scanner.forward(pixels, ids)
+    kernel_calls = [shape for shape, done in taken if done]
+    assert len(kernel_calls) == len(sites) * (6 + 2) and {(16, 16, 16), (64, 8, 8), (64,), (10,)} <= set(kernel_calls)
+    _assert_same_statistics(eager, kernel)
+
+    saved = io.BytesIO()
+    torch.save(first.state_dict(), saved)
+    resumed = Scanner(model, settings, wide=False, sites=sites)
+    resumed.load_state_dict(torch.load(io.BytesIO(saved.getvalue())))
+    for pixels, ids in batches[2:]:
+        resumed.forward(pixels, ids)
+    _assert_same_statistics(kernel, resumed)
+    for name, stats in kernel.stats.items():   # same path, same bits
+        assert torch.equal(stats.total, resumed.stats[name].total)
+        assert torch.equal(stats.total_sq, resumed.stats[name].total_sq)
 
 
 @NEEDS_CXX

@@ -129,9 +129,9 @@ def test_tail_buffer_keeps_the_exact_top_capacity(in_place: bool, monkeypatch: p
 
 
 def test_histogram_bins_equal_the_published_edges(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Binary search (GPU) puts every value, also one exactly at an edge or one float32 step
-    beside it, in the bin the published float64 edges say; the asinh formula (CPU) agrees
-    away from the edges. Neither fails on NaN."""
+    """Binary search (GPU) and the asinh formula settled by the edges either side (CPU) put
+    every value, also one exactly at an edge or one float32 step beside it, in the bin the
+    published float64 edges say. Neither fails on NaN."""
     settings = ScanSettings(seq_len=8, hist_every=1)   # every sequence goes into the histogram
     edges = np.array(settings.hist_edges())
     gen = torch.Generator().manual_seed(4)
@@ -140,7 +140,8 @@ def test_histogram_bins_equal_the_published_edges(monkeypatch: pytest.MonkeyPatc
     values[0, 3, :5] = float("nan")   # a broken model's NaN: counted in the last bin, as numpy sorts it
     on_edges = torch.tensor(edges[1:-1], dtype=torch.float32)[torch.randint(0, 127, (4, 8, width), generator=gen)]
     beside = torch.nextafter(on_edges, torch.where(values > 0, 1.0, -1.0) * torch.tensor(float("inf")))
-    for by_search, acts in ((True, torch.cat([values, on_edges, beside])), (False, values)):
+    acts = torch.cat([values, on_edges, beside])
+    for by_search in (True, False):
         monkeypatch.setattr(site_stats, "bins_by_search", lambda flat, by_search=by_search: by_search)
         stats = SiteStats(width, settings)
         stats.update(acts, torch.arange(acts.shape[0]))

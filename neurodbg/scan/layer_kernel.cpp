@@ -8,6 +8,7 @@
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -46,52 +47,7 @@ struct Tile {
 
 #include "vector_lanes.h"  // vf, vi, load: the channel-major rows' vector lanes
 
-// One side of a TailBuffer (tails.py), updated in place: per neuron, `keys` [W, 2C] holds
-// sign * value of up to 2C tokens (unordered, -inf past `fill`), and `bound` the threshold a
-// token must beat (in activation units). A full row is compacted to its best C keys at once.
-struct TailSide {
-  float* keys;
-  int64_t* fill;
-  float* bound;
-  int64_t room;   // 2C
-  bool upper;
-
-  void insert(int64_t col, float value) {
-    if (fill[col] >= room) compact(col);   // (the eager code leaves rows full, too)
-    keys[col * room + fill[col]++] = upper ? value : -value;
-  }
-
-  // the values of x[0..n) beyond the threshold, in order, each against the threshold as it stands
-  // (compactions raise it); a vector of values none of which beats it is skipped at once
-  void insert_beyond(int64_t col, const float* __restrict x, int64_t n) {
-    int64_t t = 0;
-    for (; t + LANES <= n; t += LANES) {
-      const vf v = load(x + t);
-      const vf edge = vf{} + bound[col];
-      const vi beyond = upper ? v > edge : v < edge;
-      bool any = false;
-      for (int k = 0; k < LANES; ++k) any |= beyond[k] != 0;
-      if (!any) continue;
-      for (int k = 0; k < LANES; ++k)
-        if (upper ? x[t + k] > bound[col] : x[t + k] < bound[col]) insert(col, x[t + k]);
-    }
-    for (; t < n; ++t)
-      if (upper ? x[t] > bound[col] : x[t] < bound[col]) insert(col, x[t]);
-  }
-
-  void compact(int64_t col) {
-    float* row = keys + col * room;
-    const int64_t capacity = room / 2;
-    // the best `capacity` keys first (a broken model's NaN ranks highest, as topk ranks it)
-    std::nth_element(row, row + capacity - 1, row + room,
-                     [](float x, float y) { return x > y || (x != x && y == y); });
-    float lowest = std::numeric_limits<float>::infinity();
-    for (int64_t i = 0; i < capacity; ++i) lowest = row[i] == row[i] ? std::min(lowest, row[i]) : lowest;
-    std::fill(row + capacity, row + room, -std::numeric_limits<float>::infinity());
-    fill[col] = capacity;
-    bound[col] = upper ? lowest : -lowest;
-  }
-};
+#include "tail_side.h"  // TailSide: one side of a tail buffer, updated in place
 
 // Start of each column's entries once `cols` (within [first, first + n)) are grouped by
 // column, keeping their order within a column: a counting sort's offsets.

@@ -4,6 +4,7 @@ indices, the sample is the same however the stream is batched or sharded."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 MASK64 = (1 << 64) - 1
@@ -17,8 +18,14 @@ def index_hash(index: int, seed: int = 0) -> int:
     return (z ^ (z >> 31)) >> 1
 
 
-def hash_ids(seq_ids: torch.Tensor) -> torch.Tensor:
-    return torch.tensor([index_hash(int(i)) for i in seq_ids], dtype=torch.long)
+def hash_ids(seq_ids: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """`index_hash` of every id at once (numpy's uint64 arithmetic wraps as the mask does; one
+    Python call per id cost ~0.3 ms a batch of 256 images, a tenth of a small CNN's forward)."""
+    with np.errstate(over="ignore"):
+        z = seq_ids.cpu().numpy().astype(np.uint64) + np.uint64((0x9E3779B97F4A7C15 * (seed + 1)) & MASK64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return torch.from_numpy(((z ^ (z >> np.uint64(31))) >> np.uint64(1)).astype(np.int64))
 
 
 class RandomExemplars:

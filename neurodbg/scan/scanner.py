@@ -12,7 +12,7 @@ from neurodbg.errors import NeurodbgError
 from neurodbg.model import Model
 from neurodbg.scan.exemplars import Candidates, ExemplarSet
 from neurodbg.scan.fused import fuse_after_tokens
-from neurodbg.scan.random_exemplars import hash_ids
+from neurodbg.scan.image_kernel import ImageBatch
 from neurodbg.scan.settings import ScanSettings
 from neurodbg.scan.site_stats import TAIL_SIDES, SiteStats
 from neurodbg.scan.tails import TailBuffer
@@ -95,24 +95,36 @@ class Scanner:
         self._wide_stats: SiteStats | None = None
         self._wide_acts: torch.Tensor | None = None
         self._wide_start: dict[str, int] = {}
+        self._batch: ImageBatch | None = None
         self._seq_ids: torch.Tensor | None = None
         self._hashes: torch.Tensor | None = None
         self._combined: dict[int, tuple[dict[str, ExemplarSet], dict[str, TailBuffer]]] | None = None
         self._scratch: dict[str, torch.Tensor] = {}   # work tensors the sites share
 
     def _sink(self, name: str, acts: torch.Tensor) -> None:
-        assert self._seq_ids is not None
+        assert self._seq_ids is not None and self._batch is not None
+        if acts.dim() != 3 and self._wide_stats is None:
+            # an image site: its maps as they lie, into all its statistics in one kernel call
+            stats = self.stats.get(name)
+            if stats is None:
+                length = acts[0, 0].numel() if acts.dim() == 4 else 1
+                stats = self._new_stats(name, acts.shape[1], length, acts.device)
+            if stats.update_maps(acts, self._batch):
+                return
         acts = as_positions(acts)
         if self._wide_stats is not None:
             # all sites are known: collect this layer beside the others, update them all at once
             start = self._wide_start[name]
             self._wide_buffer(acts)[:, :, start:start + acts.shape[-1]].copy_(acts)
             return
-        if name not in self.stats:
-            self.stats[name] = SiteStats(acts.shape[-1], self.settings, acts.device, deferred=True,
-                                         scratch=self._scratch, fuse_after=self.fuse_after, length=acts.shape[1])
-            self._combined = None  # the combined sets are (re)built once all sites are known
-        self.stats[name].update(acts, self._seq_ids.to(acts.device), self._hashes)
+        stats = self.stats.get(name) or self._new_stats(name, acts.shape[-1], acts.shape[1], acts.device)
+        stats.update(acts, self._seq_ids.to(acts.device), self._hashes)
+
+    def _new_stats(self, name: str, width: int, length: int, device: torch.device) -> SiteStats:
+        stats = self.stats[name] = SiteStats(width, self.settings, device, deferred=True, scratch=self._scratch,
+                                             fuse_after=self.fuse_after, length=length)
+        self._combined = None  # the combined sets are (re)built once all sites are known
+        return stats
 
     @torch.no_grad()
     def process(self, batch: Seq[Any]) -> None:
@@ -127,8 +139,8 @@ class Scanner:
     def forward(self, inputs: Any, indices: list[int]) -> None:
         """One batch of model inputs (token ids, or a preprocessed image batch), the n-th of
         which is item `indices[n]` of the stream (its sequence or image index)."""
-        self._seq_ids = torch.tensor(indices, dtype=torch.long)
-        self._hashes = hash_ids(self._seq_ids)
+        self._batch = ImageBatch.of(indices, self.settings.sample_every, self.settings.hist_every)
+        self._seq_ids, self._hashes = self._batch.ids, self._batch.hashes
         with self.model.trace(capture=[s.name for s in self.sites], sink=self._sink, stop_early=True) as tr:
             tr.forward(inputs)
         if self._wide_stats is not None:

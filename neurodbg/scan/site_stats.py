@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from neurodbg.scan import layer_kernel
+from neurodbg.scan import image_kernel, layer_kernel
 from neurodbg.scan.exemplars import Candidates, ExemplarSet
 from neurodbg.scan.fused import fused_reductions
 from neurodbg.scan.random_exemplars import RandomExemplars
@@ -48,7 +48,8 @@ def _asinh(y: torch.Tensor) -> torch.Tensor:
 
 def bins_by_search(flat: torch.Tensor) -> bool:
     """Whether `SiteStats._histogram` bins by binary search against the published edges
-    (GPU) or by the asinh formula (CPU: vectorised, 3x faster there than the search)."""
+    (GPU) or by the asinh formula, then the edges either side (CPU: vectorised, faster there
+    than the search); the bins are the same."""
     return flat.is_cuda
 
 
@@ -95,6 +96,8 @@ class SiteStats:
         self._edges: torch.Tensor | None = None
         self._rows: dict[tuple[Any, ...], torch.Tensor] = {}
         self._ones = torch.ones(0, dtype=torch.long, device=device)
+        self._image_site: Any = None            # the image kernel's handle on the state below
+        self._image_state: list[torch.Tensor] = []
 
     def update(self, acts: torch.Tensor, seq_ids: torch.Tensor, hashes: torch.Tensor | None = None) -> None:
         """acts [B, L, width] (any float dtype) for sequences `seq_ids` [B]; `hashes`
@@ -118,6 +121,37 @@ class SiteStats:
         if shown is not None:
             self._histogram(blocks[shown].reshape(-1, self.width))
         self.n_tokens += batch * length
+
+    def update_maps(self, acts: torch.Tensor, batch: image_kernel.ImageBatch) -> bool:
+        """An image site's output as it lies (feature maps [B, C, H, W] or vectors [B, N]) into
+        every statistic by one call of the image kernel; False (nothing done) where it cannot
+        take them (then `update` takes them as positions)."""
+        if (self.fuse_after is None or self.settings.skip_first or (self.deferred and self.pending is not None)
+                or not image_kernel.maps_of(acts)):
+            return False      # (fuse_after None: the eager code throughout)
+        module = image_kernel.module(self._settled([batch.first], self.length))
+        if module is None:
+            return False
+        state = self._kernel_state()
+        if self._image_site is None or any(a is not b for a, b in zip(state, self._image_state, strict=True)):
+            # (a new handle when a state tensor was replaced: a merge, a load, a joined set)
+            self._image_site = module.ImageSite(state, self.width, self.length, self._inner_edges(acts.device))
+            self._image_state = state
+        self._image_site.update(acts, batch.ids, batch.hashes, batch.flags)
+        self.top.last_id = max(self.top.last_id, batch.last)
+        self.bottom.last_id = max(self.bottom.last_id, batch.last)
+        self.n_tokens += acts.shape[0] * self.length
+        self.n_sample_tokens += batch.sampled * self.length
+        self.n_hist_tokens += batch.shown * self.length
+        return True
+
+    def _kernel_state(self) -> list[torch.Tensor]:
+        """The tensors the image kernel updates, in its order."""
+        sets = [t for e in (self.top, self.bottom) for t in (e._keys, e._ids, e._slots, e.store)]
+        tails = [t for side in TAIL_SIDES for t in (self.tails[side].keys, self.tails[side].fill,
+                                                    self.tails[side].bound)]
+        r = self.random
+        return [*sets, *tails, self.total, self.total_sq, self.active, self.hist, r.hashes, r.ids, r.slots, r.store]
 
     def _eager(self, acts: torch.Tensor, blocks: torch.Tensor, size: int, seq_ids: torch.Tensor,
                sample: torch.Tensor | None, settled: bool) -> None:
@@ -228,8 +262,7 @@ class SiteStats:
         s = self.settings
         if bins_by_search(flat):
             # one binary search per value against the published edges (the asinh formula below
-            # is ~16 passes over the sample, a tenth of the statistics' time at batch 1024);
-            # a value within rounding of an edge may land one bin off the CPU's
+            # is ~16 passes over the sample, a tenth of the statistics' time at batch 1024)
             idx = torch.bucketize(flat, self._inner_edges(flat.device), right=True).add_(self._hist_offsets)
             if self._ones.numel() != idx.numel():
                 self._ones = torch.ones(idx.numel(), dtype=self.hist.dtype, device=idx.device)
@@ -239,13 +272,25 @@ class SiteStats:
             # stay in cache while its tokens are added, and rows are counted in parallel (one
             # scatter into the flat table missed cache on nearly every value and ran on one
             # thread: 48 ms for all layers at once on 2 cores, now ~10)
-            scaled = torch.div(flat.T, s.hist_scale, out=flat.new_empty((self.width, flat.shape[0])))
+            values = flat.T
+            scaled = torch.div(values, s.hist_scale, out=flat.new_empty((self.width, flat.shape[0])))
             step = 2 * self._hist_top / s.hist_bins
             position = _asinh(scaled).add_(self._hist_top).div_(step).floor_().clamp_(0, s.hist_bins - 1)
             # NaN goes to the last bin, as the search puts it (cast as is, it indexes out of range)
             bins = position.nan_to_num_(nan=s.hist_bins - 1).long()
+            # the formula's rounding may put a value within a rounding of an edge one bin off: the
+            # edges on either side settle it, so the bins are the search's (and the image kernel's)
+            edges = self._bin_edges(flat.device)
+            bins += values >= edges[bins + 1]
+            bins -= (values < edges[bins]).long()
             self.hist.scatter_add_(1, bins, torch.ones((1, 1), dtype=self.hist.dtype).expand_as(bins))
         self.n_hist_tokens += flat.shape[0]
+
+    def _bin_edges(self, device: torch.device) -> torch.Tensor:
+        """[bins + 1]: bin i holds edges[i] <= x < edges[i + 1] (the inner edges, within -inf and inf)."""
+        inner = self._inner_edges(device)
+        infinity = torch.tensor([float("inf")], device=device)
+        return torch.cat([-infinity, inner, infinity])
 
     def _inner_edges(self, device: torch.device) -> torch.Tensor:
         """The histogram's inner bin edges in float32, each rounded up, so that for a float32

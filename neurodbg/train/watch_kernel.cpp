@@ -6,6 +6,7 @@
 // values are counted only where a row's sums are not finite.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <immintrin.h>
 
 #include <algorithm>
 #include <array>

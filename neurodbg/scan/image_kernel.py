@@ -1,0 +1,80 @@
+"""One C++ call per image site and batch for all its scan statistics (image_kernel.cpp),
+the state kept in the site's own tensors and updated in place.
+
+A small CNN's forward costs little per value (the digits CNN: ~2 ns), so a scan that
+reads each feature map with tensor operations, gathers candidates and merges them in
+Python costs several forwards; the layer kernel (layer_kernel.py) still returns its
+candidates to Python and reads token-major rows, which a small map must first be copied
+into. Here a map is read where the convolution wrote it, and exemplars, tail values,
+histogram counts and the random sample's maps go straight into their places.
+
+The kernel is used when this machine has it built (`neurodbg build-kernels`, run by
+scripts/setup.sh) or, as the layer kernel, built once a scan has settled (see
+`SiteStats._settled`); `NEURODBG_NO_COMPILE=1` turns it off with the other kernels."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from neurodbg.cpp_kernel import CppKernel
+from neurodbg.scan.fused import DISABLE_ENV
+from neurodbg.scan.random_exemplars import hash_ids
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("image_kernel.cpp")
+KERNEL = CppKernel(SOURCE, "neurodbg_image_site", None, "the image scan's C++ kernel")
+_broken = False
+
+
+@dataclass
+class ImageBatch:
+    """What every site of one batch of images shares: ids, hashes, and per image whether the
+    sampled tails (bit 0) and the histogram (bit 1) read it."""
+
+    ids: torch.Tensor      # [B] int64
+    hashes: torch.Tensor   # [B] int64
+    flags: torch.Tensor    # [B] uint8
+    sampled: int           # images the sampled tails read
+    shown: int             # images the histogram reads
+    first: int             # the smallest index
+    last: int              # the largest index
+
+    @classmethod
+    def of(cls, indices: list[int], sample_every: int, hist_every: int) -> ImageBatch:
+        ids = torch.tensor(indices, dtype=torch.long)
+        array = ids.numpy()
+        sampled, shown = array % sample_every == 0, array % hist_every == 0
+        flags = torch.from_numpy(sampled.astype(np.uint8) | (shown.astype(np.uint8) << 1))
+        return cls(ids, hash_ids(ids), flags, int(sampled.sum()), int(shown.sum()), min(indices, default=0),
+                   max(indices, default=-1))
+
+
+def maps_of(acts: torch.Tensor) -> bool:
+    """Whether a site's output is one the kernel reads as it lies: a CPU float32 feature map
+    [B, C, H, W] or vector [B, N], contiguous."""
+    return (acts.device.type == "cpu" and acts.dtype == torch.float32 and acts.dim() in (2, 4)
+            and acts.is_contiguous())
+
+
+def module(settled: bool) -> Any:
+    """The kernel's module if it is built (or, once `settled`, can be built here), else None."""
+    global _broken
+    if _broken or os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+        return None
+    built = KERNEL.built()
+    if built is not None or not settled:
+        return built
+    try:
+        return KERNEL.load()
+    except Exception as error:   # no compiler or ninja, an unsupported platform, ...
+        _broken = True
+        log.warning("neurodbg: the image scan's C++ kernel is unavailable (%s: %s); using the other code",
+                    type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+        return None
