@@ -82,6 +82,26 @@ def test_image_kernel_equals_the_eager_statistics(shape: tuple[int, ...]) -> Non
         _assert_same(eager, kernel)
 
 
+def test_a_map_holding_nan_enters_nothing() -> None:
+    """A broken model's NaN: its map's extremes are NaN (as amax and amin), which beat no
+    threshold, so it enters no exemplar set and none of its values a tail buffer; the histogram
+    counts the NaN in the last bin and the sums go NaN (which the scan then refuses)."""
+    generator = torch.Generator().manual_seed(10)
+    stats = SiteStats(3, SETTINGS, length=20, fuse_after=0)
+    for start in (0, 7):
+        acts = torch.randn((7, 3, 4, 5), generator=generator)
+        if start:
+            acts[2, 1] = 50.0                       # beyond everything kept...
+            acts[2, 1, 3, 4] = float("nan")         # ...but broken
+        batch = ImageBatch.of(list(range(start, start + 7)), 1, 1)   # every image sampled and counted
+        assert stats.update_maps(acts, batch)
+    for exemplars in (stats.top, stats.bottom):
+        assert 9 not in exemplars.ids[:, 1].tolist()
+    for buffer in stats.tails.values():
+        assert not buffer.keys.isnan().any() and float(buffer.sorted_keys()[:, 1].abs().max()) < 50.0
+    assert int(stats.hist[1, -1]) >= 1 and stats.total[1].isnan() and not stats.total[[0, 2]].isnan().any()
+
+
 def test_image_kernel_state_replaced_by_a_merge_is_followed() -> None:
     """A merge or a load rebinds a site's tensors: the kernel then works on the new ones."""
     generator = torch.Generator().manual_seed(8)

@@ -91,8 +91,11 @@ struct Exemplars {
     return key > kept || (key == kept && id < ids[col * k + r]);
   }
 
-  // whether the map (key, id, its values x) entered
-  bool offer(int64_t col, float key, int64_t id, const float* x, int64_t length) {
+  // Whether the map (key, id, its values x) entered. With `pending` (the column's [k]: per store row,
+  // the map to be copied into it), its values are copied by `copy_pending` once the batch is done,
+  // so an entrant that a later image of the batch pushes out again is never copied (early in a scan
+  // most are: a batch of 256 brings ~70 entrants for 20 ranks).
+  bool offer(int64_t col, float key, int64_t id, const float* x, int64_t length, const float** pending = nullptr) {
     if (!beats(col, k - 1, key, id)) return false;
     float* kk = keys + col * k;
     int64_t* ii = ids + col * k;
@@ -108,8 +111,16 @@ struct Exemplars {
     kk[r] = key;
     ii[r] = id;
     ss[r] = freed;
-    to_fp16(x, store.at(freed, col), length);
+    if (pending)
+      pending[freed] = x;
+    else
+      to_fp16(x, store.at(freed, col), length);
     return true;
+  }
+
+  void copy_pending(int64_t col, const float** pending, int64_t length) {
+    for (int64_t slot = 0; slot < k; ++slot)
+      if (pending[slot]) to_fp16(pending[slot], store.at(slot, col), length);
   }
 };
 
@@ -358,6 +369,8 @@ class ImageSite {
     std::vector<Sums> sums(end - begin);
     std::vector<Edges> cached;
     for (int64_t c = begin; c < end; ++c) cached.push_back(edges(c));
+    const int64_t k_top = exemplars_[0].k, k_bottom = exemplars_[1].k;
+    std::vector<const float*> pending_top((end - begin) * k_top), pending_bottom((end - begin) * k_bottom);
     for (int64_t b = 0; b < B; ++b) {
       const bool sampled = flags[b] & 1, histogram = flags[b] & 2, fold = (b + 1) % FOLD_ROWS == 0;
       const int64_t id = ids[b];
@@ -388,19 +401,20 @@ class ImageSite {
         auto reaches = [&](float edge) { return th >= edge || (whole && lane_mask(h >= edge)); };
         auto falls_to = [&](float edge) { return tl <= edge || (whole && lane_mask(l <= edge)); };
         if (reaches(e.hi[sampled][tie_top]) || falls_to(e.lo[sampled][tie_bottom])) {
+          // a map holding a NaN has NaN extremes (as amax and amin), which beat no threshold
+          const bool broken = th != th || tl != tl || (whole && lane_mask(h != h));
           bool moved = false;
-          if (reaches(e.top[tie_top])) {   // the exact (NaN-propagating) max against the set
+          if (!broken && reaches(e.top[tie_top])) {
             float hi = th;
             for (int k = 0; k < (whole ? LANES : 0); ++k) hi = hi_of(hi, h[k]);
-            moved |= exemplars_[0].offer(c, hi, id, x, L);
+            moved |= exemplars_[0].offer(c, hi, id, x, L, &pending_top[(c - begin) * k_top]);
           }
-          if (falls_to(e.bottom[tie_bottom])) {
+          if (!broken && falls_to(e.bottom[tie_bottom])) {
             float lo = tl;
             for (int k = 0; k < (whole ? LANES : 0); ++k) lo = lo_of(lo, l[k]);
-            moved |= exemplars_[1].offer(c, -lo, id, x, L);
+            moved |= exemplars_[1].offer(c, -lo, id, x, L, &pending_bottom[(c - begin) * k_bottom]);
           }
-          // (a map holding a NaN has a NaN extreme, which beats no threshold: none of its values go in)
-          if (!(th != th || tl != tl || (whole && lane_mask(h != h)))) {
+          if (!broken) {
             if (reaches(e.upper[0])) moved |= into_tail(0, c, x);
             if (falls_to(e.lower[0])) moved |= into_tail(1, c, x);
             if (sampled && reaches(e.upper_sample)) moved |= into_tail(2, c, x);
@@ -416,6 +430,8 @@ class ImageSite {
       }
     }
     for (int64_t c = begin; c < end; ++c) {
+      exemplars_[0].copy_pending(c, &pending_top[(c - begin) * k_top], L);
+      exemplars_[1].copy_pending(c, &pending_bottom[(c - begin) * k_bottom], L);
       Sums& s = sums[c - begin];
       s.fold();
       total_[c] += s.d1;
