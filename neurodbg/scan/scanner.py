@@ -49,8 +49,9 @@ CHANNEL_MAJOR_POSITIONS = 128     # layer_kernel.cpp's CHANNEL_ROWS
 
 
 def as_positions(acts: torch.Tensor) -> torch.Tensor:
-    """A site's output as [batch, positions, neurons]: tokens as they are, a convolution's
-    [B, C, H, W] with its channels as neurons and its row-major pixels as positions, a
+    """A site's output as [batch, positions, neurons] for the token paths (on a CPU an image
+    site's output goes to the image kernel as it lies, see `_sink`): tokens as they are, a
+    convolution's [B, C, H, W] with its channels as neurons and its row-major pixels as positions, a
     vector [B, N] as one position. A convolution's map of `CHANNEL_MAJOR_POSITIONS` or more is a
     view, channel-major in memory, which the C++ layer kernel reads as it lies (a copy into rows
     was ~4% of a ResNet scan's time); a smaller map is copied into rows (a permuted copy, ~1.8x
