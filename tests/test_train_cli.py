@@ -86,7 +86,7 @@ def test_build_kernels_reports_each_kernel() -> None:
     out = _cli("build-kernels", "--json")
     assert out.returncode == 0, out.stderr
     assert [(r["kernel"], r["built"]) for r in json.loads(out.stdout)] == \
-        [("the scan's C++ layer kernel", True), ("the training watcher's C++ kernel", True),
-         ("activation maximisation's C++ kernel", True)]
-    for stem in ("neurodbg_layer_stats", "neurodbg_watch_stats", "neurodbg_small_ascent"):
+        [("the scan's C++ layer kernel", True), ("the image scan's C++ kernel", True),
+         ("the training watcher's C++ kernel", True), ("activation maximisation's C++ kernel", True)]
+    for stem in ("neurodbg_layer_stats", "neurodbg_image_site", "neurodbg_watch_stats", "neurodbg_small_ascent"):
         assert len(list(kernels_dir().glob(f"{stem}_*.so"))) >= 1
