@@ -373,6 +373,43 @@ def test_image_scans_by_the_image_kernel_equal_the_eager_statistics(monkeypatch:
 
 
 @NEEDS_CXX
+def test_a_vision_transformer_scan_mixes_the_token_and_image_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A vision transformer's token sites take the text path (layer kernel once settled) and its
+    logits the image kernel, in one scanner; together they equal the eager statistics."""
+    from neurodbg.scan import image_kernel, site_stats
+    from neurodbg.scan.scanner import Scanner
+    from neurodbg.vision.image_scan import image_scan_sites, image_settings
+    from neurodbg.vision.torchvision_import import import_torchvision
+
+    image_kernel.KERNEL.load()
+    torch.manual_seed(0)
+    module = import_torchvision().models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                           hidden_dim=16, mlp_dim=32, num_classes=3).eval()
+    model = neurodbg.load_model(module)
+    sites = image_scan_sites(model)
+    settings = image_settings(batch_size=8, top_k=5, random_k=3)
+    taken = []
+    original = site_stats.SiteStats.update_maps
+
+    def noting(self, acts, batch):
+        done = original(self, acts, batch)
+        taken.append((acts.dim(), done))
+        return done
+
+    monkeypatch.setattr(site_stats.SiteStats, "update_maps", noting)
+    eager = Scanner(model, settings, wide=False, fuse_after=None, sites=sites)
+    mixed = Scanner(model, settings, wide=False, fuse_after=3 * 8 * 17, sites=sites)
+    generator = torch.Generator().manual_seed(3)
+    for start in range(0, 48, 8):
+        pixels = torch.rand((8, 3, 32, 32), generator=generator)
+        for scanner in (eager, mixed):
+            scanner.forward(pixels, list(range(start, start + 8)))
+    assert [s.name for s in sites] == ["layers.0.mlp.act", "layers.1.mlp.act", "logits"]
+    assert taken.count((2, True)) == 6 and not [t for t in taken if t[0] != 2]   # only the logits: [B, 3]
+    _assert_same_statistics(eager, mixed)
+
+
+@NEEDS_CXX
 def test_compiled_reductions_equal_their_eager_function() -> None:
     from neurodbg.scan import fused
 
