@@ -89,7 +89,7 @@ def floors(model: neurodbg.Model, batch: int, rounds: int) -> dict[str, float]:
     """The digits: whole passes with plain hooks on every scanned site ÷ plain passes, per hook; and
     whole scans with the statistics left out ÷ plain passes (the scanner and its trace alone)."""
     from neurodbg.scan import image_kernel, site_stats
-    from neurodbg.scan.image_kernel import ImageBatch
+    from neurodbg.scan.image_kernel import StreamBatch
     from neurodbg.scan.site_stats import TAIL_SIDES, SiteStats
 
     data = digits_batches(model, batch)
@@ -97,7 +97,7 @@ def floors(model: neurodbg.Model, batch: int, rounds: int) -> dict[str, float]:
     sites = image_scan_sites(model)
     settings = image_settings(batch_size=batch)
     unreachable: dict[str, SiteStats] = {}
-    ids = [ImageBatch.of(list(range(n * batch, n * batch + len(x))), settings.sample_every, settings.hist_every)
+    ids = [StreamBatch.of(list(range(n * batch, n * batch + len(x))), settings.sample_every, settings.hist_every)
            for n, x in enumerate(data)]
     at = [0]
 

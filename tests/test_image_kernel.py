@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from neurodbg.scan import image_kernel
-from neurodbg.scan.image_kernel import ImageBatch
+from neurodbg.scan.image_kernel import StreamBatch
 from neurodbg.scan.scanner import as_positions
 from neurodbg.scan.site_stats import SiteStats
 from neurodbg.vision.image_scan import image_settings
@@ -36,7 +36,7 @@ def _pair(width: int, length: int) -> tuple[SiteStats, SiteStats]:
 
 
 def _feed(eager: SiteStats, kernel: SiteStats, acts: torch.Tensor, ids: list[int]) -> None:
-    batch = ImageBatch.of(ids, SETTINGS.sample_every, SETTINGS.hist_every)
+    batch = StreamBatch.of(ids, SETTINGS.sample_every, SETTINGS.hist_every)
     eager.update(as_positions(acts), batch.ids, batch.hashes)
     assert kernel.update_maps(acts, batch)
 
@@ -93,7 +93,7 @@ def test_a_map_holding_nan_enters_nothing() -> None:
         if start:
             acts[2, 1] = 50.0                       # beyond everything kept...
             acts[2, 1, 3, 4] = float("nan")         # ...but broken
-        batch = ImageBatch.of(list(range(start, start + 7)), 1, 1)   # every image sampled and counted
+        batch = StreamBatch.of(list(range(start, start + 7)), 1, 1)   # every image sampled and counted
         assert stats.update_maps(acts, batch)
     for exemplars in (stats.top, stats.bottom):
         assert 9 not in exemplars.ids[:, 1].tolist()
@@ -133,7 +133,7 @@ def test_image_kernel_bins_are_the_searchs() -> None:
                         torch.randn(1000, generator=torch.Generator().manual_seed(9)) * 100])
     values = values[: values.numel() // 16 * 16].view(-1, 16)      # images of 16 one-value columns
     stats = SiteStats(16, settings, length=1, fuse_after=0)
-    batch = ImageBatch.of(list(range(values.shape[0])), settings.sample_every, settings.hist_every)
+    batch = StreamBatch.of(list(range(values.shape[0])), settings.sample_every, settings.hist_every)
     assert stats.update_maps(values.contiguous(), batch)
     flat = values.double().numpy()
     want = np.stack([np.bincount(np.searchsorted(edges[1:-1], flat[:, n], side="right"), minlength=128)
@@ -145,7 +145,7 @@ def test_maps_the_kernel_does_not_take_go_to_the_other_code() -> None:
     """Token activations [B, L, W], a non-contiguous map, float64, or a scanner that asked for
     the eager code (fuse_after None): `update_maps` declines and changes nothing."""
     stats = SiteStats(4, SETTINGS, length=9, fuse_after=0)
-    batch = ImageBatch.of(list(range(2)), 3, 2)
+    batch = StreamBatch.of(list(range(2)), 3, 2)
     for acts in (torch.randn(2, 9, 4), torch.randn(2, 3, 3, 4).permute(0, 3, 1, 2),
                  torch.randn(2, 4, 3, 3, dtype=torch.float64)):
         assert not stats.update_maps(acts, batch)

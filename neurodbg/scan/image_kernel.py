@@ -34,9 +34,9 @@ _broken = False
 
 
 @dataclass
-class ImageBatch:
-    """What every site of one batch of images shares: ids, hashes, and per image whether the
-    sampled tails (bit 0) and the histogram (bit 1) read it."""
+class StreamBatch:
+    """What every site of one batch of the stream (images, or sequences) shares: ids, hashes,
+    and per item whether the sampled tails (bit 0) and the histogram (bit 1) read it."""
 
     ids: torch.Tensor      # [B] int64
     hashes: torch.Tensor   # [B] int64
@@ -47,7 +47,7 @@ class ImageBatch:
     last: int              # the largest index
 
     @classmethod
-    def of(cls, indices: list[int], sample_every: int, hist_every: int) -> ImageBatch:
+    def of(cls, indices: list[int], sample_every: int, hist_every: int) -> StreamBatch:
         ids = torch.tensor(indices, dtype=torch.long)
         array = ids.numpy()
         sampled, shown = array % sample_every == 0, array % hist_every == 0

@@ -12,7 +12,7 @@ from neurodbg.errors import NeurodbgError
 from neurodbg.model import Model
 from neurodbg.scan.exemplars import Candidates, ExemplarSet
 from neurodbg.scan.fused import fuse_after_tokens
-from neurodbg.scan.image_kernel import ImageBatch
+from neurodbg.scan.image_kernel import StreamBatch
 from neurodbg.scan.settings import ScanSettings
 from neurodbg.scan.site_stats import TAIL_SIDES, SiteStats
 from neurodbg.scan.tails import TailBuffer
@@ -96,7 +96,7 @@ class Scanner:
         self._wide_stats: SiteStats | None = None
         self._wide_acts: torch.Tensor | None = None
         self._wide_start: dict[str, int] = {}
-        self._batch: ImageBatch | None = None
+        self._batch: StreamBatch | None = None
         self._seq_ids: torch.Tensor | None = None
         self._hashes: torch.Tensor | None = None
         self._combined: dict[int, tuple[dict[str, ExemplarSet], dict[str, TailBuffer]]] | None = None
@@ -140,7 +140,7 @@ class Scanner:
     def forward(self, inputs: Any, indices: list[int]) -> None:
         """One batch of model inputs (token ids, or a preprocessed image batch), the n-th of
         which is item `indices[n]` of the stream (its sequence or image index)."""
-        self._batch = ImageBatch.of(indices, self.settings.sample_every, self.settings.hist_every)
+        self._batch = StreamBatch.of(indices, self.settings.sample_every, self.settings.hist_every)
         self._seq_ids, self._hashes = self._batch.ids, self._batch.hashes
         with self.model.trace(capture=[s.name for s in self.sites], sink=self._sink, stop_early=True) as tr:
             tr.forward(inputs)

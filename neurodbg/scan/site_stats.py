@@ -122,7 +122,7 @@ class SiteStats:
             self._histogram(blocks[shown].reshape(-1, self.width))
         self.n_tokens += batch * length
 
-    def update_maps(self, acts: torch.Tensor, batch: image_kernel.ImageBatch) -> bool:
+    def update_maps(self, acts: torch.Tensor, batch: image_kernel.StreamBatch) -> bool:
         """An image site's output as it lies (feature maps [B, C, H, W] or vectors [B, N]) into
         every statistic by one call of the image kernel; False (nothing done) where it cannot
         take them (then `update` takes them as positions)."""
