@@ -142,12 +142,15 @@ def test_image_kernel_bins_are_the_searchs() -> None:
 
 
 def test_maps_the_kernel_does_not_take_go_to_the_other_code() -> None:
-    """Token activations [B, L, W], a non-contiguous map, float64, or a scanner that asked for
-    the eager code (fuse_after None): `update_maps` declines and changes nothing."""
+    """Token activations [B, L, W], a non-contiguous map, float64, settings whose state the kernel
+    cannot hold, or a scanner that asked for the eager code (fuse_after None): `update_maps`
+    declines and changes nothing."""
     stats = SiteStats(4, SETTINGS, length=9, fuse_after=0)
     batch = StreamBatch.of(list(range(2)), 3, 2)
     for acts in (torch.randn(2, 9, 4), torch.randn(2, 3, 3, 4).permute(0, 3, 1, 2),
                  torch.randn(2, 4, 3, 3, dtype=torch.float64)):
         assert not stats.update_maps(acts, batch)
     assert not SiteStats(4, SETTINGS, length=9, fuse_after=None).update_maps(torch.randn(2, 4, 3, 3), batch)
+    assert not SiteStats(4, replace(SETTINGS, hist_bins=300), length=9, fuse_after=0).update_maps(
+        torch.randn(2, 4, 3, 3), batch)      # more bins than the kernel's table holds
     assert stats.n_tokens == 0 and int(stats.hist.sum()) == 0

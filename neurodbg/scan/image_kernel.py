@@ -26,6 +26,7 @@ import torch
 from neurodbg.cpp_kernel import CppKernel
 from neurodbg.scan.fused import DISABLE_ENV
 from neurodbg.scan.random_exemplars import hash_ids
+from neurodbg.scan.settings import ScanSettings
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("image_kernel.cpp")
@@ -61,6 +62,12 @@ def maps_of(acts: torch.Tensor) -> bool:
     [B, C, H, W] or vector [B, N], contiguous."""
     return (acts.device.type == "cpu" and acts.dtype == torch.float32 and acts.dim() in (2, 4)
             and acts.is_contiguous())
+
+
+def fits(settings: ScanSettings) -> bool:
+    """Whether the kernel holds these settings' state (a table of at most 256 histogram bins, at
+    least one exemplar and one tail value per side)."""
+    return settings.hist_bins <= 256 and settings.top_k >= 1 and settings.tail_capacity >= 1
 
 
 def module(settled: bool) -> Any:

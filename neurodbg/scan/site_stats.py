@@ -126,8 +126,9 @@ class SiteStats:
         """An image site's output as it lies (feature maps [B, C, H, W] or vectors [B, N]) into
         every statistic by one call of the image kernel; False (nothing done) where it cannot
         take them (then `update` takes them as positions)."""
-        if (self.fuse_after is None or self.settings.skip_first or (self.deferred and self.pending is not None)
-                or not image_kernel.maps_of(acts)):
+        s = self.settings
+        if (self.fuse_after is None or s.skip_first or (self.deferred and self.pending is not None)
+                or not image_kernel.fits(s) or not image_kernel.maps_of(acts)):
             return False      # (fuse_after None: the eager code throughout)
         module = image_kernel.module(self._settled([batch.first], self.length))
         if module is None:
