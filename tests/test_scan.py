@@ -319,23 +319,12 @@ def test_layer_kernel_equals_brute_force(layout: str) -> None:
     assert full.sorted_keys().T.tolist() == [[10.0, 4.0], [7.0, 6.0]]
 
 
-@NEEDS_CXX
-def test_image_scans_by_the_image_kernel_equal_the_eager_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An image scan through the C++ image kernel (every site, every batch, from the first: maps
-    of 16x16 and 8x8, the pooled vector, the logits) gives the eager code's exemplars, tails,
-    histogram and counts, and its sums within float32 rounding; resumed from a checkpoint, the
-    same bits."""
-    import io
+def _note_image_kernel_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[int, ...], bool]]:
+    """Each `SiteStats.update_maps` call from now on, as (the output's shape past the batch,
+    whether the image kernel took it)."""
+    from neurodbg.scan import site_stats
 
-    from neurodbg.scan import image_kernel, site_stats
-    from neurodbg.scan.scanner import Scanner
-    from neurodbg.vision.image_scan import image_scan_sites, image_settings
-
-    image_kernel.KERNEL.load()
-    model = neurodbg.load_model("digits", progress=False)
-    sites = image_scan_sites(model)
-    settings = image_settings(batch_size=8, top_k=5, random_k=3)
-    taken = []
+    taken: list[tuple[tuple[int, ...], bool]] = []
     original = site_stats.SiteStats.update_maps
 
     def noting(self, acts, batch):
@@ -344,6 +333,26 @@ def test_image_scans_by_the_image_kernel_equal_the_eager_statistics(monkeypatch:
         return done
 
     monkeypatch.setattr(site_stats.SiteStats, "update_maps", noting)
+    return taken
+
+
+@NEEDS_CXX
+def test_image_scans_by_the_image_kernel_equal_the_eager_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image scan through the C++ image kernel (every site, every batch, from the first: maps
+    of 16x16 and 8x8, the pooled vector, the logits) gives the eager code's exemplars, tails,
+    histogram and counts, and its sums within float32 rounding; resumed from a checkpoint, the
+    same bits."""
+    import io
+
+    from neurodbg.scan import image_kernel
+    from neurodbg.scan.scanner import Scanner
+    from neurodbg.vision.image_scan import image_scan_sites, image_settings
+
+    image_kernel.KERNEL.load()
+    model = neurodbg.load_model("digits", progress=False)
+    sites = image_scan_sites(model)
+    settings = image_settings(batch_size=8, top_k=5, random_k=3)
+    taken = _note_image_kernel_calls(monkeypatch)
     eager = Scanner(model, settings, wide=False, fuse_after=None, sites=sites)
     kernel = Scanner(model, settings, wide=False, sites=sites)
     first = Scanner(model, settings, wide=False, sites=sites)
@@ -376,7 +385,7 @@ def test_image_scans_by_the_image_kernel_equal_the_eager_statistics(monkeypatch:
 def test_a_vision_transformer_scan_mixes_the_token_and_image_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     """A vision transformer's token sites take the text path (layer kernel once settled) and its
     logits the image kernel, in one scanner; together they equal the eager statistics."""
-    from neurodbg.scan import image_kernel, site_stats
+    from neurodbg.scan import image_kernel
     from neurodbg.scan.scanner import Scanner
     from neurodbg.vision.image_scan import image_scan_sites, image_settings
     from neurodbg.vision.torchvision_import import import_torchvision
@@ -388,15 +397,7 @@ def test_a_vision_transformer_scan_mixes_the_token_and_image_paths(monkeypatch: 
     model = neurodbg.load_model(module)
     sites = image_scan_sites(model)
     settings = image_settings(batch_size=8, top_k=5, random_k=3)
-    taken = []
-    original = site_stats.SiteStats.update_maps
-
-    def noting(self, acts, batch):
-        done = original(self, acts, batch)
-        taken.append((acts.dim(), done))
-        return done
-
-    monkeypatch.setattr(site_stats.SiteStats, "update_maps", noting)
+    calls = _note_image_kernel_calls(monkeypatch)
     eager = Scanner(model, settings, wide=False, fuse_after=None, sites=sites)
     mixed = Scanner(model, settings, wide=False, fuse_after=3 * 8 * 17, sites=sites)
     generator = torch.Generator().manual_seed(3)
@@ -405,7 +406,7 @@ def test_a_vision_transformer_scan_mixes_the_token_and_image_paths(monkeypatch: 
         for scanner in (eager, mixed):
             scanner.forward(pixels, list(range(start, start + 8)))
     assert [s.name for s in sites] == ["layers.0.mlp.act", "layers.1.mlp.act", "logits"]
-    assert taken.count((2, True)) == 6 and not [t for t in taken if t[0] != 2]   # only the logits: [B, 3]
+    assert calls.count(((3,), True)) == 6 and {shape for shape, _ in calls} == {(3,)}   # only the logits: [B, 3]
     _assert_same_statistics(eager, mixed)
 
 
