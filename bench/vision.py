@@ -89,8 +89,8 @@ def floors(model: neurodbg.Model, batch: int, rounds: int) -> dict[str, float]:
     """The digits: whole passes with plain hooks on every scanned site ÷ plain passes, per hook; and
     whole scans with the statistics left out ÷ plain passes (the scanner and its trace alone)."""
     from neurodbg.scan import image_kernel, site_stats
-    from neurodbg.scan.image_kernel import StreamBatch
     from neurodbg.scan.site_stats import TAIL_SIDES, SiteStats
+    from neurodbg.scan.stream_batch import StreamBatch
 
     data = digits_batches(model, batch)
     modules = dict(model.module.named_modules())

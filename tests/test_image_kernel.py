@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from neurodbg.scan import image_kernel
-from neurodbg.scan.image_kernel import StreamBatch
 from neurodbg.scan.scanner import as_positions
 from neurodbg.scan.site_stats import SiteStats
+from neurodbg.scan.stream_batch import StreamBatch
 from neurodbg.vision.image_scan import image_settings
 
 pytestmark = pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,

@@ -12,9 +12,9 @@ from neurodbg.errors import NeurodbgError
 from neurodbg.model import Model
 from neurodbg.scan.exemplars import Candidates, ExemplarSet
 from neurodbg.scan.fused import fuse_after_tokens
-from neurodbg.scan.image_kernel import StreamBatch
 from neurodbg.scan.settings import ScanSettings
 from neurodbg.scan.site_stats import TAIL_SIDES, SiteStats
+from neurodbg.scan.stream_batch import StreamBatch
 from neurodbg.scan.tails import TailBuffer
 from neurodbg.sites.site import Site
 

@@ -14,6 +14,7 @@ from neurodbg.scan.exemplars import Candidates, ExemplarSet
 from neurodbg.scan.fused import fused_reductions
 from neurodbg.scan.random_exemplars import RandomExemplars
 from neurodbg.scan.settings import ScanSettings
+from neurodbg.scan.stream_batch import StreamBatch
 from neurodbg.scan.tails import TailBuffer
 
 # tail buffers: name -> sign; the "_sample" ones see only the histogram's sequence sample
@@ -122,7 +123,7 @@ class SiteStats:
             self._histogram(blocks[shown].reshape(-1, self.width))
         self.n_tokens += batch * length
 
-    def update_maps(self, acts: torch.Tensor, batch: image_kernel.StreamBatch) -> bool:
+    def update_maps(self, acts: torch.Tensor, batch: StreamBatch) -> bool:
         """An image site's output as it lies (feature maps [B, C, H, W] or vectors [B, N]) into
         every statistic by one call of the image kernel; False (nothing done) where it cannot
         take them (then `update` takes them as positions)."""
